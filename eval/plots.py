@@ -33,3 +33,28 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "") 
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def plot_policy_curves(policies: dict, path: str | Path, title: str = "") -> Path:
+    """NDCG@10 against realised request ratio, one line per request policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, rows in sorted(policies.items()):
+        pts = sorted((r["request_ratio"], r["ndcg@10"]) for r in rows.values())
+        style = {"linestyle": "--", "alpha": 0.6} if name in ("random", "always", "never") else {"linewidth": 2}
+        ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=name, **style)
+    ax.set_xlabel("requests to the cloud (% of users)")
+    ax.set_ylabel("test NDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "NDCG@10 against request ratio")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

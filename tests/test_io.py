@@ -40,3 +40,20 @@ def test_atomic_directory_replaces_existing(tmp_path: Path):
         (tmp / "two").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["two"]
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_output(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

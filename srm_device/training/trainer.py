@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from srm_device.models import SequentialRecommender
@@ -29,7 +29,7 @@ from srm_device.training import checkpoint as ckpt
 from srm_device.training.config import TrainConfig
 from srm_device.training.windows import make_windows
 from tandem.errors import TandemError
-from tandem.io import atomic_directory
+from tandem.train_state import load_state, save_state
 
 VALID_METRIC = "ndcg@10"
 STATE = "state"
@@ -70,27 +70,6 @@ def _check_compatible(out: Path, meta: dict) -> None:
                           f"start again, or choose another --out")
 
 
-def _save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
-    with atomic_directory(out / STATE) as tmp:
-        weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "last.safetensors"))
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-
-
-def _load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict | None:
-    folder = out / STATE
-    if not (folder / "trainer_state.json").is_file():
-        return None
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-        ckpt.load_weights(model, folder / "last.safetensors")
-        opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    except (OSError, json.JSONDecodeError, RuntimeError, ValueError) as exc:
-        raise TandemError(f"training state in {folder} is damaged ({exc}); pass --overwrite to start again") from None
-    return state
-
-
 def fit(
     model: SequentialRecommender,
     meta: dict,
@@ -118,7 +97,7 @@ def fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = _load_state(out, model, opt) or {
+    state = load_state(out / STATE, model, opt) or {
         "next_epoch": 0, "best_valid": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "stopped": None,
         "train_seconds": 0.0,
     }
@@ -130,8 +109,9 @@ def fit(
     n_batches = (len(x_all) + cfg.batch_size - 1) // cfg.batch_size
 
     epochs = range(state["next_epoch"], cfg.epochs) if state["stopped"] is None else range(0)
-    bar = tqdm(epochs, desc=f"train {model.name}", unit="epoch", disable=progress is False if progress is not None
-               else None, initial=state["next_epoch"], total=cfg.epochs)
+    bar = tqdm(epochs, desc=f"train {model.name}", unit="epoch", disable=None if progress is None else not progress,
+               initial=state["next_epoch"], total=cfg.epochs)
+    log_lines = progress is None and bar.disable  # no terminal (CI, a log file): one line per epoch instead
     for epoch in bar:
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed + epoch)
@@ -167,9 +147,13 @@ def fit(
             state["stopped"] = "early_stopped"
         elif epoch + 1 >= cfg.epochs:
             state["stopped"] = "max_epochs"
-        _save_state(out, model, opt, state)
+        save_state(out / STATE, model, opt, state)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{score:.4f}",
                         best=f"{state['best_valid'][VALID_METRIC]:.4f}@{state['best_epoch']}")
+        if log_lines:
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  valid ndcg@10 {score:.4f}  best "
+                  f"{state['best_valid'][VALID_METRIC]:.4f} @ {state['best_epoch'] + 1}  {seconds:.1f}s",
+                  file=sys.stderr, flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         if state["stopped"] == "early_stopped":

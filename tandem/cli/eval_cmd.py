@@ -22,6 +22,55 @@ def _eval_srm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_device(args: argparse.Namespace) -> int:
+    from eval.candidates import parse_source
+    from eval.device import DeviceEvalConfig, evaluate_device
+    from eval.paramgen import load_paramgen, load_srm_and_data
+    from eval.plots import plot_policy_curves
+    from eval.split import leave_one_out
+    from srm_device.fusion import FUSION_RULES
+    from tandem.errors import TandemError
+
+    if args.fusion is not None and args.fusion not in FUSION_RULES:
+        raise TandemError(f"--fusion {args.fusion!r} is not a rule; use one of {', '.join(FUSION_RULES)}")
+    ratios = tuple(float(r) for r in args.ratios.split(","))
+    if any(not 0 < r <= 1 for r in ratios):
+        raise TandemError(f"--ratios {args.ratios!r} must be fractions in (0, 1], e.g. 0.05,0.2,1")
+    if args.n_candidates < 10:
+        raise TandemError(f"--n-candidates must be >= 10 for NDCG@10, got {args.n_candidates}")
+    srm, _, ds = load_srm_and_data(args.srm)
+    split = leave_one_out(ds.sequences)
+    gen = book = None
+    recent_k = 20
+    if args.paramgen:
+        gen, book, meta = load_paramgen(args.paramgen)
+        recent_k = meta["paramgen_config"]["recent_k"]
+        if meta["n_items"] != srm.n_items or meta["hidden_size"] != srm.config.hidden_size:
+            raise TandemError(f"parameter generator {args.paramgen} was trained for another SRM; train it with "
+                              f"`tandem train paramgen --srm {args.srm}`")
+    source = parse_source(args.candidates, srm, split.train)
+    cfg = DeviceEvalConfig(n_candidates=args.n_candidates, staleness=args.staleness, recent_k=recent_k,
+                           ratios=ratios, fusion=args.fusion)
+    report = evaluate_device(srm, source, split.valid, split.test, cfg, gen, book)
+    print(f"device rerank of {source.name} top-{cfg.n_candidates}, test split, {report['meta']['n_users']} users; "
+          f"cached lists are {cfg.staleness} items stale")
+    rows = [("static SRM", report["static"])]
+    if report["generated"] is not None:
+        rows.append(("generated", report["generated"]))
+    rows += [(f"fusion {r}", m) for r, m in report["fusion"].items()]
+    print(f"{'':<16}{'ndcg@10':>9}{'hr@10':>9}")
+    for name, m in rows:
+        print(f"{name:<16}{m['ndcg@10']:>9.4f}{m['hr@10']:>9.4f}")
+    print(f"\nrequest policies (fusion {report['meta']['fusion_used_for_policies']}): ndcg@10 / bytes per user")
+    print(f"{'':<14}" + "".join(f"{r:>16}" for r in next(iter(report["policies"].values()))))
+    for name, by_ratio in report["policies"].items():
+        print(f"{name:<14}" + "".join(f"{v['ndcg@10']:>9.4f}/{v['bytes_per_user']:>6.0f}" for v in by_ratio.values()))
+    write_json(args.json, report)
+    if args.plot:
+        plot_policy_curves(report["policies"], args.plot, title=f"ML device tier: {source.name} candidates")
+    return 0
+
+
 def register(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate models", description="Evaluate models.")
     esub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
@@ -34,3 +83,17 @@ def register(sub) -> None:
     p.add_argument("--mask-history", action=argparse.BooleanOptionalAction, default=None,
                    help="exclude the user's past items from the ranking (default: as in training)")
     add_dataset_arguments(p)
+
+    p = add_parser(esub, "device", "evaluate the device tier: static vs generated SRM, fusion rules, and request "
+                   "policies against request ratio (test split; fitted on validation)", _eval_device)
+    p.add_argument("--srm", required=True, metavar="DIR", help="device SRM checkpoint")
+    p.add_argument("--paramgen", metavar="DIR", help="parameter generator (`tandem train paramgen --out`)")
+    p.add_argument("--candidates", default="srm", metavar="SOURCE",
+                   help="popular | srm (the device SRM) | srm:DIR (another SRM as the cloud) | llm:DIR (default: srm)")
+    p.add_argument("--n-candidates", type=int, default=100, help="length of the cloud's list (default: 100)")
+    p.add_argument("--staleness", type=int, default=5,
+                   help="items the user consumed since the cached list was made (default: 5)")
+    p.add_argument("--fusion", help="fusion rule used with the policies (default: best on validation)")
+    p.add_argument("--ratios", default="0.05,0.1,0.2,0.5,1", help="request ratios (default: 0.05,0.1,0.2,0.5,1)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")

@@ -38,6 +38,25 @@ def _train_srm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_paramgen(args: argparse.Namespace) -> int:
+    from eval.paramgen import train_paramgen
+    from llm_cloud.paramgen.config import ParamGenConfig
+
+    try:
+        cfg = dataclass_from_args(ParamGenConfig, args)
+        cfg.validate()
+    except ValueError as exc:
+        raise TandemError(str(exc)) from None
+    report = train_paramgen(args.srm, args.out, cfg, overwrite=args.overwrite)
+    rows = report["test"]
+    print(f"{'test':<12}{'ndcg@10':>10}{'hr@10':>10}")
+    for name, m in rows.items():
+        print(f"{name:<12}{m['ndcg@10']:>10.4f}{m['hr@10']:>10.4f}")
+    print("bytes per update: " + ", ".join(f"{k} {v:,}" for k, v in report["bytes_per_update"].items()))
+    print(f"parameter generator: {args.out}", file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     from srm_device.models import SRMConfig
     from srm_device.training.config import TrainConfig
@@ -55,3 +74,12 @@ def register(sub) -> None:
     add_dataclass_arguments(p.add_argument_group("model", "model hyperparameters (defaults depend on --model)"),
                             SRMConfig)
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
+
+    from llm_cloud.paramgen.config import ParamGenConfig
+
+    p = add_parser(tsub, "paramgen", "train the cloud hypernetwork that generates the SRM's head parameters from the "
+                   "user's recent items (DUET), with the SRM frozen; then fit Persona prototypes", _train_paramgen)
+    p.add_argument("--srm", required=True, metavar="DIR", help="trained SRM checkpoint (`tandem train srm --out`)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed if it holds a run)")
+    p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+    add_dataclass_arguments(p.add_argument_group("parameter generator"), ParamGenConfig)

@@ -1,0 +1,189 @@
+"""Device-tier evaluation: static vs generated SRM, fusion rules, and request policies against request ratio.
+
+Setting (LSC4Rec, arXiv 2502.08667). The device holds a cached candidate list that the cloud made ``staleness`` items
+ago; since then the user kept interacting. For each test user the device either reranks the stale list with its SRM
+and the freshest history, or, when its request policy says so, asks the cloud for a fresh list (costing bytes). Every
+list is reranked by the chosen fusion rule. A target that is not in the list counts as a miss.
+
+Everything that is fitted (Platt calibration and α for fusion, the policies' thresholds) is fitted on the validation
+targets and applied to the test targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from eval.candidates import CandidateSource
+from eval.evaluate import pad_histories
+from eval.metrics import metrics_from_ranks
+from eval.split import EvalCase
+from llm_cloud.paramgen.model import ParamGenerator, recent_window
+from llm_cloud.paramgen.prototypes import encode
+from srm_device.fusion import FUSION_RULES, FusionInputs, FusionParams, Platt, fuse
+from srm_device.head import apply_head
+from srm_device.models import SequentialRecommender
+from srm_device.persona import Codebook
+from srm_device.policies import POLICIES, PolicyInputs, make_policy
+
+MISS = 10**9
+ID_BYTES, SCORE_BYTES = 4, 4  # int32 item id, float32 score on the wire
+RATIOS = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass
+class DeviceEvalConfig:
+    n_candidates: int = 100
+    staleness: int = 5
+    recent_k: int = 20
+    ratios: tuple[float, ...] = RATIOS
+    fusion: str | None = None  # None: the rule with the best validation NDCG@10
+    policies: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(POLICIES)))
+    seed: int = 0
+
+
+@dataclass
+class View:
+    """Everything the evaluation needs for one split."""
+
+    targets: np.ndarray  # (u,)
+    hist_len: np.ndarray  # (u,)
+    fresh_ids: np.ndarray  # (u, n)
+    fresh_scores: np.ndarray  # (u, n)
+    stale_ids: np.ndarray  # (u, n)
+    stale_scores: np.ndarray  # (u, n)
+    user_static: torch.Tensor  # (u, d)
+    user: torch.Tensor  # (u, d) with generated parameters when available
+    recent_emb: np.ndarray  # (u, k, d)
+
+
+@torch.no_grad()
+def build_view(case: EvalCase, srm: SequentialRecommender, source: CandidateSource, cfg: DeviceEvalConfig,
+               gen: ParamGenerator | None, book: Codebook | None) -> View:
+    max_len = srm.config.max_len
+    users = []
+    for start in range(0, len(case.targets), 512):
+        seq, lengths = pad_histories(case.histories[start : start + 512], max_len)
+        users.append(srm.sequence_output(seq, lengths))  # (b, d)
+    user_static = torch.cat(users)  # (u, d)
+    recent = torch.tensor([recent_window(h, cfg.recent_k) for h in case.histories])  # (u, k)
+    user = user_static
+    if gen is not None:
+        flat = gen(recent).numpy()  # (u, p) what the cloud generates
+        if book is not None:  # what the device actually receives: prototype id + edit
+            flat = book.decode(*encode(book, flat))
+        a, b, bias = gen.split(torch.from_numpy(np.asarray(flat, dtype=np.float32)))
+        user = apply_head(user_static, a, b, bias)  # (u, d)
+    stale_hist = [h[: max(1, len(h) - cfg.staleness)] for h in case.histories]
+    fresh_ids, fresh_scores = source.topn(case.histories, cfg.n_candidates)
+    stale_ids, stale_scores = source.topn(stale_hist, cfg.n_candidates)
+    emb = srm.item_embeddings()
+    return View(case.targets, np.array([len(h) for h in case.histories]), fresh_ids, fresh_scores, stale_ids,
+                stale_scores, user_static, user, emb[recent].numpy())
+
+
+def srm_logits(user: torch.Tensor, srm: SequentialRecommender, ids: np.ndarray) -> np.ndarray:
+    """(u, d), (u, n) -> (u, n) SRM scores of the candidates."""
+    with torch.no_grad():
+        cand = srm.item_embeddings()[torch.from_numpy(ids)]  # (u, n, d)
+        return torch.einsum("ud,und->un", user, cand).numpy()
+
+
+def candidate_ranks(scores: np.ndarray, ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each target inside its reranked list; MISS when the list does not hold it."""
+    if np.isnan(scores).any():
+        raise ValueError("NaN in candidate scores: refusing to rank")
+    hit = ids == targets[:, None]  # (u, n)
+    found = hit.any(1)
+    target_score = np.where(hit, scores, -np.inf).max(1)  # (u,) the target's score, -inf when absent
+    ranks = (scores > target_score[:, None]).sum(1)
+    return np.where(found, ranks, MISS)
+
+
+def _inputs(ids: np.ndarray, source_scores: np.ndarray, logits: np.ndarray) -> FusionInputs:
+    u, n = ids.shape
+    return FusionInputs(np.tile(np.arange(1, n + 1), (u, 1)), source_scores, logits)
+
+
+def _platt(x: np.ndarray, y: np.ndarray) -> Platt:
+    lr = LogisticRegression(C=1e4, max_iter=1000).fit(x.reshape(-1, 1), y.reshape(-1))
+    return Platt(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+
+
+def fit_fusion(view: View, srm: SequentialRecommender) -> FusionParams:
+    """Platt-calibrate SRM logits and cloud scores on validation candidates, then pick α by validation NDCG@10."""
+    logits = srm_logits(view.user, srm, view.fresh_ids)
+    label = view.fresh_ids == view.targets[:, None]
+    prm = FusionParams(srm=_platt(logits, label), llm=_platt(view.fresh_scores, label))
+    x = _inputs(view.fresh_ids, view.fresh_scores, logits)
+    best = (-1.0, 0.5)
+    for alpha in np.linspace(0.0, 1.0, 11):
+        prm.alpha = float(alpha)
+        ndcg = metrics_from_ranks(candidate_ranks(fuse("learned", x, prm), view.fresh_ids, view.targets))["ndcg@10"]
+        best = max(best, (ndcg, float(alpha)))
+    prm.alpha = best[1]
+    return prm
+
+
+def policy_inputs(view: View, srm: SequentialRecommender, logits_stale: np.ndarray) -> PolicyInputs:
+    with torch.no_grad():
+        cand = srm.item_embeddings()[torch.from_numpy(view.stale_ids)].numpy()  # (u, n, d)
+    u, n = view.stale_ids.shape
+    return PolicyInputs(logits_stale, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
+                        view.user.numpy(), view.recent_emb, cand)
+
+
+def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: EvalCase, test: EvalCase,
+                    cfg: DeviceEvalConfig, gen: ParamGenerator | None = None, book: Codebook | None = None) -> dict:
+    srm.eval()
+    vv = build_view(valid, srm, source, cfg, gen, book)
+    tv = build_view(test, srm, source, cfg, gen, book)
+    prm = fit_fusion(vv, srm)
+
+    def rule_ranks(view: View, rule: str, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        x = _inputs(ids, scores, srm_logits(view.user, srm, ids))
+        return candidate_ranks(fuse(rule, x, prm), ids, view.targets)
+
+    out: dict = {
+        "static": metrics_from_ranks(candidate_ranks(srm_logits(tv.user_static, srm, tv.fresh_ids), tv.fresh_ids,
+                                                     tv.targets)),
+        "generated": metrics_from_ranks(candidate_ranks(srm_logits(tv.user, srm, tv.fresh_ids), tv.fresh_ids,
+                                                        tv.targets)) if gen is not None else None,
+        "fusion": {r: metrics_from_ranks(rule_ranks(tv, r, tv.fresh_ids, tv.fresh_scores)) for r in FUSION_RULES},
+    }
+    valid_rules = {r: metrics_from_ranks(rule_ranks(vv, r, vv.fresh_ids, vv.fresh_scores))["ndcg@10"]
+                   for r in FUSION_RULES}
+    rule = cfg.fusion or max(valid_rules, key=valid_rules.get)
+
+    fresh_rank = rule_ranks(tv, rule, tv.fresh_ids, tv.fresh_scores)
+    stale_rank = rule_ranks(tv, rule, tv.stale_ids, tv.stale_scores)
+    up = ID_BYTES * np.minimum(tv.hist_len, srm.config.max_len)
+    down = (ID_BYTES + SCORE_BYTES) * cfg.n_candidates
+    p_valid = policy_inputs(vv, srm, srm_logits(vv.user, srm, vv.stale_ids))
+    p_test = policy_inputs(tv, srm, srm_logits(tv.user, srm, tv.stale_ids))
+    out["policies"] = {}
+    for name in cfg.policies:
+        policy = make_policy(name, seed=cfg.seed)
+        rows = {}
+        for ratio in cfg.ratios:
+            ask = policy.decide(p_test, policy.calibrate(p_valid, ratio))
+            m = metrics_from_ranks(np.where(ask, fresh_rank, stale_rank))
+            rows[f"{ratio:g}"] = {"ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"], "request_ratio": float(ask.mean()),
+                                  "bytes_per_user": float((ask * (up + down)).mean())}
+        out["policies"][name] = rows
+    out["meta"] = {
+        "candidates": source.name, "n_candidates": cfg.n_candidates, "staleness": cfg.staleness,
+        "fusion_used_for_policies": rule, "valid_ndcg@10_by_rule": valid_rules,
+        "fusion_params": {"srm_platt": [prm.srm.a, prm.srm.b], "llm_platt": [prm.llm.a, prm.llm.b],
+                          "alpha": prm.alpha},
+        "stale_only_ndcg@10": metrics_from_ranks(stale_rank)["ndcg@10"],
+        "fresh_only_ndcg@10": metrics_from_ranks(fresh_rank)["ndcg@10"],
+        "bytes_per_request": {"up_mean": float(up.mean()), "down": down},
+        "fresh_recall@n": float((tv.fresh_ids == tv.targets[:, None]).any(1).mean()),
+        "stale_recall@n": float((tv.stale_ids == tv.targets[:, None]).any(1).mean()),
+        "n_users": int(len(tv.targets)),
+    }
+    return out

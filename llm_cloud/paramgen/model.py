@@ -1,0 +1,57 @@
+"""The hypernetwork: recent items -> low-rank edit of the SRM head (DUET, arXiv 2302.04397).
+
+    z = MLP(GRU(emb(recent k items)))          (n, z)
+    θ = z · W + c                              (n, 2·d·r + d)  -> A (d, r), B (d, r), b (d,)
+
+W starts at zero, so before training every user gets the static SRM. Item embeddings start from the SRM's. One forward
+pass per update; the device never back-propagates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llm_cloud.paramgen.config import ParamGenConfig
+from srm_device.head import HeadSpec
+
+
+class ParamGenerator(nn.Module):
+    def __init__(self, n_items: int, spec: HeadSpec, cfg: ParamGenConfig,
+                 item_init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        d = spec.hidden_size
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        if item_init is not None:
+            with torch.no_grad():
+                self.item_emb.weight.copy_(item_init)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.gru = nn.GRU(d, cfg.gru_size, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(cfg.gru_size, cfg.z_size), nn.GELU(), nn.Linear(cfg.z_size, cfg.z_size),
+                                 nn.GELU())
+        self.out = nn.Linear(cfg.z_size, spec.n_params)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, recent: torch.Tensor) -> torch.Tensor:
+        """recent (n, k) item ids, left-padded with 0 (newest last) -> flat parameters (n, n_params)."""
+        x = self.drop(self.item_emb(recent))  # (n, k, d)
+        _, h = self.gru(x)  # h: (1, n, g)
+        z = self.mlp(h[-1])  # (n, z)
+        return self.out(z)  # (n, n_params)
+
+    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(n, n_params) -> A (n, d, r), B (n, d, r), bias (n, d)."""
+        d, r = self.spec.hidden_size, self.spec.rank
+        n = flat.size(0)
+        a = flat[:, : d * r].reshape(n, d, r)  # (n, d, r)
+        b = flat[:, d * r : 2 * d * r].reshape(n, d, r)  # (n, d, r)
+        return a, b, flat[:, 2 * d * r :]  # bias (n, d)
+
+
+def recent_window(history, k: int) -> list[int]:
+    """The last ``k`` items of a history, left-padded with 0 to length k."""
+    tail = [int(i) for i in history[-k:]]
+    return [0] * (k - len(tail)) + tail

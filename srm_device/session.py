@@ -1,0 +1,156 @@
+"""A device session: local history, cached candidates with cloud scores, current generated head parameters.
+
+``recommend()`` reranks the cached candidates with the SRM (through the generated head) and fuses the two orders. The
+request policy decides whether to ask the cloud for a fresh list first. If the cloud is unreachable, raises, answers
+garbage, or misses the deadline, the session ranks with what it has (the cached list, or the SRM's own ranking over
+the whole catalogue when nothing is cached) and marks the result ``degraded``. It never raises to the user.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from srm_device.fusion import FusionInputs, FusionParams, fuse
+from srm_device.head import HeadParams, HeadShapeError, HeadSpec, apply_head
+from srm_device.models import SequentialRecommender
+from srm_device.policies import PolicyInputs, RequestPolicy, Threshold
+
+
+class CloudClient(Protocol):
+    def candidates(self, history: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n item ids and their scores for this history."""
+
+    def parameters(self, recent: list[int]) -> np.ndarray:
+        """Flat generated head parameters for these recent items."""
+
+
+@dataclass
+class Recommendation:
+    items: list[int]
+    fused: list[float]
+    srm: list[float]
+    llm: list[float]
+    requested: bool  # the policy asked the cloud
+    degraded: bool  # the cloud could not be used; ranked with what the device had
+    notes: list[str] = field(default_factory=list)
+
+
+class DeviceSession:
+    def __init__(self, model: SequentialRecommender, spec: HeadSpec, policy: RequestPolicy, threshold: Threshold,
+                 client: CloudClient | None, fusion: str = "sum", fusion_params: FusionParams | None = None,
+                 n_candidates: int = 100, recent_k: int = 20, timeout_s: float = 0.5) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.policy, self.threshold = policy, threshold
+        self.client = client
+        self.fusion, self.fusion_params = fusion, fusion_params or FusionParams()
+        self.n_candidates, self.recent_k, self.timeout_s = n_candidates, recent_k, timeout_s
+        self.history: list[int] = []
+        self.cached_ids = np.zeros(0, dtype=np.int64)
+        self.cached_scores = np.zeros(0)
+        self.head = spec.zeros()
+        self.rejected_updates = 0
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-cloud")
+
+    # --- state updates -------------------------------------------------------------------------------------------
+    def observe(self, item: int) -> None:
+        if not 1 <= int(item) <= self.model.n_items:
+            raise ValueError(f"item id {item} is outside this catalogue (1..{self.model.n_items})")
+        self.history.append(int(item))
+
+    def set_candidates(self, ids, scores) -> None:
+        """Cache a candidate list from the cloud; refuse empty lists, unknown or duplicate ids."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if len(ids) == 0:
+            raise ValueError("the candidate list is empty; the cloud must send at least one item")
+        if len(ids) != len(scores):
+            raise ValueError(f"{len(ids)} candidate ids but {len(scores)} scores")
+        unknown = ids[(ids < 1) | (ids > self.model.n_items)]
+        if len(unknown):
+            raise ValueError(f"unknown candidate item ids {unknown[:5].tolist()} "
+                             f"(catalogue is 1..{self.model.n_items})")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("the candidate list repeats items")
+        self.cached_ids, self.cached_scores = ids, scores
+
+    def apply_parameters(self, flat) -> bool:
+        """Install generated head parameters; on a bad shape or value keep the last good ones and return False."""
+        try:
+            self.head = HeadParams.unflatten(flat, self.spec)
+            return True
+        except (HeadShapeError, ValueError, TypeError):
+            self.rejected_updates += 1
+            return False
+
+    # --- scoring -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _user(self) -> torch.Tensor:
+        hist = self.history[-self.model.config.max_len :] or [0]
+        seq = torch.tensor([hist], dtype=torch.long)  # (1, t)
+        user = self.model.sequence_output(seq, torch.tensor([len(hist)]))  # (1, d)
+        return apply_head(user, self.head.a, self.head.b, self.head.bias)  # (1, d)
+
+    def _policy_inputs(self, user: torch.Tensor) -> PolicyInputs:
+        emb = self.model.item_embeddings().detach()  # (n+1, d)
+        recent = [0] * max(0, self.recent_k - len(self.history)) + self.history[-self.recent_k :]
+        cand = emb[torch.from_numpy(self.cached_ids)]  # (c, d)
+        srm = (cand @ user[0]).numpy()  # (c,)
+        return PolicyInputs(srm[None], np.arange(1, len(srm) + 1)[None], np.array([len(self.history)]),
+                            self.model.config.max_len, user.numpy(), emb[torch.tensor(recent)].numpy()[None],
+                            cand.numpy()[None])
+
+    def _call(self, fn, *args):
+        return self._pool.submit(fn, *args).result(timeout=self.timeout_s)
+
+    def recommend(self, k: int = 10) -> Recommendation:
+        notes: list[str] = []
+        user = self._user()
+        requested = len(self.cached_ids) == 0 or bool(
+            self.policy.decide(self._policy_inputs(user), self.threshold)[0])
+        degraded = False
+        if requested:
+            try:
+                if self.client is None:
+                    raise ConnectionError("no cloud client configured")
+                ids, scores = self._call(self.client.candidates, list(self.history), self.n_candidates)
+                self.set_candidates(ids, scores)
+            except cf.TimeoutError:
+                degraded = True
+                notes.append(f"cloud timed out after {self.timeout_s}s")
+            except Exception as exc:  # noqa: BLE001 - any cloud failure degrades, never reaches the user
+                degraded = True
+                notes.append(f"cloud unavailable: {type(exc).__name__}: {exc}")
+        if len(self.cached_ids) == 0:  # nothing cached: the SRM ranks the whole catalogue
+            with torch.no_grad():
+                scores = (user @ self.model.item_embeddings().T)[0, 1:]  # (n,)
+            top = torch.topk(scores, min(k, len(scores)))
+            items = (top.indices + 1).tolist()
+            notes.append("no cached candidates: ranked the whole catalogue on the device")
+            vals = top.values.tolist()
+            return Recommendation(items, vals, vals, [float("nan")] * len(items), requested, True, notes)
+        with torch.no_grad():
+            srm = (self.model.item_embeddings()[torch.from_numpy(self.cached_ids)] @ user[0]).numpy()  # (c,)
+        x = FusionInputs(np.arange(1, len(srm) + 1)[None], self.cached_scores[None], srm[None])
+        fused = fuse(self.fusion, x, self.fusion_params)[0]
+        order = np.argsort(-fused, kind="stable")[:k]
+        return Recommendation(self.cached_ids[order].tolist(), fused[order].tolist(), srm[order].tolist(),
+                              self.cached_scores[order].tolist(), requested, degraded, notes)
+
+    def refresh_parameters(self) -> bool:
+        """Ask the cloud for new head parameters; keep the current ones on any failure."""
+        if self.client is None:
+            return False
+        try:
+            flat = self._call(self.client.parameters, self.history[-self.recent_k :])
+        except Exception:  # noqa: BLE001
+            return False
+        return self.apply_parameters(flat)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

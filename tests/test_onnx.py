@@ -1,0 +1,128 @@
+"""ONNX export of the device rerank step: parity with torch, the static fallback, bad files, and the CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from srm_device.head import HeadParams, HeadSpec
+from srm_device.models import build_model, default_config
+from srm_device.onnx_export import export_onnx
+from srm_device.onnx_runtime import OnnxReranker
+from srm_device.rerank import torch_scores
+from tandem.errors import TandemError
+from tests.conftest import cyclic_sequences, write_atomic
+
+ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+N_ITEMS, MAX_LEN, RANK = 40, 8, 4
+HISTORY_LENGTHS = (1, 5, 13)  # 13 > MAX_LEN: the runtime keeps the last MAX_LEN items
+CANDIDATE_COUNTS = (7, 100)
+
+
+def tandem(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+
+
+def random_head(d: int, r: int, seed: int) -> HeadParams:
+    gen = torch.Generator().manual_seed(seed)
+    return HeadParams(0.3 * torch.randn(d, r, generator=gen), 0.3 * torch.randn(d, r, generator=gen),
+                      0.3 * torch.randn(d, generator=gen))
+
+
+@pytest.fixture(scope="module", params=["sasrec", "gru4rec"])
+def exported(request, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = default_config(request.param, hidden_size=32, inner_size=64, max_len=MAX_LEN)
+    model = build_model(request.param, N_ITEMS, cfg).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx", rank=RANK)
+    return model, OnnxReranker(path)
+
+
+def test_metadata(exported):
+    model, rr = exported
+    assert rr.meta == {"format": "tandem-rerank", "format_version": 1, "model": model.name, "hidden_size": 32,
+                       "rank": RANK, "max_len": MAX_LEN, "n_items": N_ITEMS}
+
+
+def test_parity_with_random_head(exported):
+    model, rr = exported
+    rng = np.random.default_rng(1)
+    for i, t in enumerate(HISTORY_LENGTHS):
+        for c in CANDIDATE_COUNTS:
+            history = rng.integers(1, N_ITEMS + 1, size=t)
+            candidates = rng.integers(1, N_ITEMS + 1, size=c)
+            head = random_head(32, RANK, seed=i)
+            got = rr.scores(history, candidates, head)
+            want = torch_scores(model, history, candidates, head)
+            assert got.shape == (c,) and got.dtype == np.float32
+            assert np.abs(got - want).max() <= 1e-5, (t, c)
+            static = torch_scores(model, history, candidates, None)
+            assert np.abs(want - static).max() > 1e-3  # the head really changes the scores
+
+
+def test_zero_head_is_static_srm(exported):
+    model, rr = exported
+    rng = np.random.default_rng(2)
+    for t in HISTORY_LENGTHS:
+        history = rng.integers(1, N_ITEMS + 1, size=t)
+        candidates = rng.integers(1, N_ITEMS + 1, size=CANDIDATE_COUNTS[0])
+        kept = torch.from_numpy(history[-MAX_LEN:])[None]  # (1, min(t, MAX_LEN))
+        with torch.no_grad():
+            static = model.score_candidates(kept, torch.tensor([kept.shape[1]]),
+                                            torch.from_numpy(candidates)[None])[0].numpy()  # (c,)
+        zeros = HeadSpec(32, RANK).zeros()
+        np.testing.assert_allclose(torch_scores(model, history, candidates, None), static, atol=1e-6)
+        np.testing.assert_allclose(torch_scores(model, history, candidates, zeros), static, atol=1e-6)
+        np.testing.assert_allclose(rr.scores(history, candidates, None), static, atol=1e-5)
+        np.testing.assert_allclose(rr.scores(history, candidates, zeros), static, atol=1e-5)
+
+
+def test_wrong_head_shape_is_rejected(exported):
+    _, rr = exported
+    with pytest.raises(ValueError, match="shape"):
+        rr.scores(np.array([1, 2]), np.array([3, 4]), random_head(32, RANK + 1, seed=0))
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(TandemError, match="not a readable ONNX model.*tandem export onnx") as info:
+        OnnxReranker(bad)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(TandemError, match="does not exist.*tandem export onnx"):
+        OnnxReranker(tmp_path / "missing.onnx")
+
+
+def test_cli_export(tmp_path):
+    from eval.srm import train_srm
+    from srm_device.training.config import TrainConfig
+    from tandem.data.options import DatasetOptions, load_dataset
+
+    folder = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=30, n_items=20, length=12))
+    opts = DatasetOptions(dataset=str(folder))
+    train_srm(load_dataset(opts), opts, "sasrec", default_config("sasrec", hidden_size=16, inner_size=32, max_len=10),
+              TrainConfig(epochs=1), tmp_path / "ck", progress=False)
+    out = tmp_path / "dev" / "srm.onnx"
+    proc = tandem("export", "onnx", "--srm", str(tmp_path / "ck"), "--out", str(out), "--rank", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout and "Traceback" not in proc.stderr
+    rr = OnnxReranker(out)
+    assert (rr.meta["model"], rr.meta["rank"], rr.meta["max_len"], rr.meta["n_items"]) == ("sasrec", 3, 10, 20)
+    assert rr.scores(np.array([1, 2, 3]), np.arange(1, 21), None).shape == (20,)
+
+
+def test_cli_help_and_user_error(tmp_path, capsys):
+    from tandem.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", "onnx", "--help"])
+    assert info.value.code == 0
+    assert "usage: tandem export onnx" in capsys.readouterr().out
+    assert main(["export", "onnx", "--srm", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tandem: error: checkpoint folder") and len(err.splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
