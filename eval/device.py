@@ -130,10 +130,13 @@ def fit_fusion(view: View, srm: SequentialRecommender) -> FusionParams:
 
 def policy_inputs(view: View, srm: SequentialRecommender, logits_stale: np.ndarray) -> PolicyInputs:
     with torch.no_grad():
-        cand = srm.item_embeddings()[torch.from_numpy(view.stale_ids)].numpy()  # (u, n, d)
+        emb = srm.item_embeddings()
+        cand = emb[torch.from_numpy(view.stale_ids)].numpy()  # (u, n, d)
+        log_p = torch.log_softmax(view.user @ emb[1:].T, dim=1)  # (u, n_items) next-item distribution
+        mass = torch.logsumexp(log_p.gather(1, torch.from_numpy(view.stale_ids) - 1), dim=1).exp().numpy()  # (u,)
     u, n = view.stale_ids.shape
     return PolicyInputs(logits_stale, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
-                        view.user.numpy(), view.recent_emb, cand)
+                        view.user.numpy(), view.recent_emb, cand, mass)
 
 
 def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: EvalCase, test: EvalCase,

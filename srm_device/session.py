@@ -101,9 +101,11 @@ class DeviceSession:
         recent = [0] * max(0, self.recent_k - len(self.history)) + self.history[-self.recent_k :]
         cand = emb[torch.from_numpy(self.cached_ids)]  # (c, d)
         srm = (cand @ user[0]).numpy()  # (c,)
+        log_p = torch.log_softmax(user[0] @ emb[1:].T, dim=0)  # (n_items,)
+        mass = torch.logsumexp(log_p[torch.from_numpy(self.cached_ids) - 1], dim=0).exp().numpy()[None]  # (1,)
         return PolicyInputs(srm[None], np.arange(1, len(srm) + 1)[None], np.array([len(self.history)]),
                             self.model.config.max_len, user.numpy(), emb[torch.tensor(recent)].numpy()[None],
-                            cand.numpy()[None])
+                            cand.numpy()[None], mass)
 
     def _call(self, fn, *args):
         return self._pool.submit(fn, *args).result(timeout=self.timeout_s)

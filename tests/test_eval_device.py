@@ -32,7 +32,7 @@ def test_eval_device_cli(tmp_path, atomic_dataset):
     report = json.loads(out.read_text())
     assert {"ndcg@10", "hr@10"} <= set(report["static"]) and report["generated"] is not None
     assert set(report["fusion"]) == {"llm", "gated", "sum", "sum2", "srm", "learned"}
-    assert set(report["policies"]) == {"always", "never", "random", "lsc4rec", "intellectreq"}
+    assert set(report["policies"]) == {"always", "never", "random", "lsc4rec", "intellectreq", "coverage"}
     for name, rows in report["policies"].items():
         assert list(rows) == ["0.05", "0.1", "0.2", "0.5", "1"]
         for ratio, row in rows.items():

@@ -13,7 +13,8 @@ def synthetic_inputs(n_users: int, seed: int, c: int = 30, d: int = 8, k: int = 
     user = recent.mean(1) + rng.normal(size=(n_users, d))
     srm = np.einsum("ud,ucd->uc", user, cand)
     llm_rank = np.argsort(np.argsort(-(srm + rng.normal(scale=2.0, size=srm.shape)), axis=1), axis=1) + 1
-    return PolicyInputs(srm, llm_rank, hist_len, max_len, user, recent, cand)
+    mass = rng.uniform(0.05, 0.9, size=n_users)
+    return PolicyInputs(srm, llm_rank, hist_len, max_len, user, recent, cand, mass)
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -34,7 +35,7 @@ def test_calibration_hits_target_ratio(name, ratio):
 def test_lsc4rec_score_hand_computed():
     x = PolicyInputs(srm_scores=np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]), llm_rank=np.array([[1, 2, 3], [1, 2, 3]]),
                      history_len=np.array([50, 40]), max_len=50, user=np.zeros((2, 1)),
-                     recent_emb=np.zeros((2, 1, 1)), cand_emb=np.zeros((2, 3, 1)))
+                     recent_emb=np.zeros((2, 1, 1)), cand_emb=np.zeros((2, 3, 1)), cached_mass=np.ones(2))
     s = make_policy("lsc4rec").score(x)
     assert s[0] == pytest.approx(0 + 4.0**2)  # same order, no padding
     assert s[1] == pytest.approx((2 + 0 + 2) / 3 + (4 + 0.3 * 10) ** 2)  # reversed order, 10 padded slots
@@ -50,3 +51,12 @@ def test_intellectreq_is_more_uncertain_for_scattered_behaviour():
 def test_unknown_policy():
     with pytest.raises(ValueError, match="known policies are"):
         make_policy("sometimes")
+
+
+def test_coverage_prefers_users_the_cache_does_not_cover():
+    x = synthetic_inputs(100, seed=9)
+    x.cached_mass[:] = 0.8
+    x.cached_mass[:10] = 0.01
+    policy = make_policy("coverage")
+    ask = policy.decide(x, policy.calibrate(x, 0.1))
+    assert ask[:10].all() and not ask[10:].any()

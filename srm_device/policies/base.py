@@ -26,6 +26,7 @@ class PolicyInputs:
     user: np.ndarray  # (u, d) SRM user representation
     recent_emb: np.ndarray  # (u, k, d) embeddings of the most recent items (zeros where padded)
     cand_emb: np.ndarray  # (u, c, d) embeddings of the cached candidates
+    cached_mass: np.ndarray  # (u,) SRM probability (softmax over the whole catalogue) that falls in the cached list
 
     def __len__(self) -> int:
         return len(self.history_len)
