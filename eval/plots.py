@@ -7,13 +7,26 @@ from pathlib import Path
 from tandem.io import atomic_output
 
 
-def plot_training_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training loss and validation NDCG@10 per epoch, on two axes, saved as PNG."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_training_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Training loss and validation NDCG@10 per epoch, on two axes, saved as PNG."""
+    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax1 = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax1.plot(epochs, [h["loss"] for h in history], color="tab:gray", label="train loss")
@@ -25,23 +38,16 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "") 
     ax2.set_ylabel("valid NDCG@10")
     best = max(history, key=lambda h: h.get("valid_ndcg@10", -1))
     ax2.axvline(best["epoch"], color="tab:blue", alpha=0.3, linestyle="--")
-    fig.legend(loc="lower right", fontsize=8)
+    handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax1.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
     ax1.set_title(title or "training")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_policy_curves(policies: dict, path: str | Path, title: str = "") -> Path:
     """NDCG@10 against realised request ratio, one line per request policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, rows in sorted(policies.items()):
         pts = sorted((r["request_ratio"], r["ndcg@10"]) for r in rows.values())
@@ -53,8 +59,4 @@ def plot_policy_curves(policies: dict, path: str | Path, title: str = "") -> Pat
     ax.legend(fontsize=8)
     ax.set_title(title or "NDCG@10 against request ratio")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -67,7 +67,8 @@ def _eval_device(args: argparse.Namespace) -> int:
         print(f"{name:<14}" + "".join(f"{v['ndcg@10']:>9.4f}/{v['bytes_per_user']:>6.0f}" for v in by_ratio.values()))
     write_json(args.json, report)
     if args.plot:
-        plot_policy_curves(report["policies"], args.plot, title=f"ML device tier: {source.name} candidates")
+        plot_policy_curves(report["policies"], args.plot, title=f"{ds.name} device tier: {source.name} candidates, "
+                                                                f"{cfg.staleness}-item-stale cache")
     return 0
 
 
