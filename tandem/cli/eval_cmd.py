@@ -1,4 +1,4 @@
-"""``tandem eval srm``."""
+"""``tandem eval srm``, ``tandem eval llm`` and ``tandem eval device``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def _eval_srm(args: argparse.Namespace) -> int:
     masked = "history masked" if report.mask_history else "history not masked"
     print(f"{report.model} on {report.dataset}, {report.split} split, {report.n_users} users, full ranking, "
           f"{masked}")
+    print(format_table(report.metrics))
+    write_json(args.json, report.to_json())
+    return 0
+
+
+def _eval_llm(args: argparse.Namespace) -> int:
+    from eval.llm import evaluate_llm_checkpoint
+    from eval.metrics import format_table
+
+    report = evaluate_llm_checkpoint(args.checkpoint, args.split, args.n, args.batch_size)
+    print(f"{report.model} on {report.dataset}, {report.split} split, {report.n_users} users, top-{args.n} by "
+          f"trie-constrained beam search (not generated = miss)")
     print(format_table(report.metrics))
     write_json(args.json, report.to_json())
     return 0
@@ -84,6 +96,15 @@ def register(sub) -> None:
     p.add_argument("--mask-history", action=argparse.BooleanOptionalAction, default=None,
                    help="exclude the user's past items from the ranking (default: as in training)")
     add_dataset_arguments(p)
+
+    p = add_parser(esub, "llm", "evaluate a generative recommender from its top-N lists (constrained beam search): "
+                   "HR, NDCG and MRR at 5, 10, 20", _eval_llm)
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="folder written by `tandem llm sft`")
+    p.add_argument("--json", metavar="FILE", help="write {dataset, model, split, metrics} as JSON")
+    p.add_argument("--split", choices=["test", "valid"], default="test",
+                   help="which leave-one-out target (default: test)")
+    p.add_argument("--n", type=int, default=100, help="beams = items generated per user (default: 100)")
+    p.add_argument("--batch-size", type=int, default=8, help="users decoded together (default: 8)")
 
     p = add_parser(esub, "device", "evaluate the device tier: static vs generated SRM, fusion rules, and request "
                    "policies against request ratio (test split; fitted on validation)", _eval_device)

@@ -1,0 +1,1 @@
+"""Training scripts of the cloud LLM (TRL's SFTTrainer)."""

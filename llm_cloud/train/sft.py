@@ -1,0 +1,122 @@
+"""Train the generative recommender with TRL's SFTTrainer on semantic-ID sequences (TIGER, arXiv 2305.05065).
+
+    python -m llm_cloud.train.sft --config configs/sft_tiny.yaml [--out DIR]
+    accelerate launch -m llm_cloud.train.sft --config configs/sft_tiny.yaml
+
+The dataset handed to SFTTrainer is pre-tokenized: ``input_ids`` plus a ``labels`` column (see
+:mod:`llm_cloud.generative.examples`). TRL uses a given ``labels`` column as is (no completion or assistant mask is
+applied, no EOS is appended, nothing is re-tokenized), so the loss covers every item's code tokens except those of
+items that an earlier window of the same user already trained; ``<bos>`` is never a target. Devices, data parallelism
+and mixed precision all go through the Trainer, so the same script runs under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from llm_cloud.train.sft_config import SFTRunConfig, load_sft_config
+from tandem.errors import TandemError
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llm_cloud.train.sft", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/sft_tiny.yaml")
+    parser.add_argument("--out", metavar="DIR", help="checkpoint folder (overrides output_dir of the config)")
+    return parser
+
+
+def _require_packages() -> None:
+    for module, package in (("trl", "trl"), ("datasets", "datasets"), ("accelerate", "accelerate")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise TandemError(f"package {package!r} is missing; install it with `pip install {package}` (or "
+                              f"`pip install -e .` in the repository)") from None
+
+
+def check_out_dir(out: Path) -> Path:
+    """Refuse an output folder that holds anything but an earlier checkpoint: it is replaced as a whole."""
+    from llm_cloud.generative.checkpoint import META_FILE
+
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / META_FILE).is_file()):
+        raise TandemError(f"--out {out} exists and is not a generative-recommender checkpoint; it would be replaced "
+                          f"as a whole, so pass a new or empty folder")
+    return out
+
+
+def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
+    """Train and save the checkpoint folder ``out`` (replaced atomically by the main process)."""
+    _require_packages()
+    out = check_out_dir(Path(out))
+    from accelerate import PartialState
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from eval.split import leave_one_out
+    from llm_cloud.generative.checkpoint import write_extras
+    from llm_cloud.generative.examples import lm_examples
+    from llm_cloud.generative.model import build_tiny_model, max_positions
+    from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
+    from llm_cloud.semantic_ids.cache import resolve_codes
+    from tandem import __version__
+    from tandem.data.options import load_dataset
+    from tandem.io import atomic_directory
+
+    ds = load_dataset(cfg.dataset_options)
+    with PartialState().main_process_first():  # under `accelerate launch`, one process builds the ID cache
+        codes, sids_dir = resolve_codes(cfg.dataset_options, ds, cfg.sids)
+    tokenizer = build_tokenizer(codes)
+    codec = SemanticIdCodec.from_tokenizer(codes, tokenizer)
+    split = leave_one_out(ds.sequences)
+    train = Dataset.from_dict(lm_examples(split.train, codec, cfg.max_items, cfg.window_stride))
+    n_positions = max_positions(cfg.max_items, codec.width)
+    model = build_tiny_model(cfg.model, tokenizer, n_positions, seed=cfg.seed)
+
+    scratch = out.parent / f".{out.name}.trainer"
+    args = SFTConfig(
+        output_dir=str(scratch), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
+        per_device_train_batch_size=cfg.batch_size, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
+        activation_checkpointing=False, max_length=n_positions, packing=False, padding_free=False,
+        save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    if trainer.is_world_process_zero():
+        meta = {
+            "profile": cfg.profile, "run_config": cfg.model_dump(mode="json"),
+            "dataset": cfg.dataset_options.to_dict(), "dataset_name": ds.name, "n_items": ds.n_items,
+            "data_fingerprint": ds.fingerprint(), "sids": str(sids_dir), "code_shape": list(codes.shape),
+            "max_items": cfg.max_items, "n_train_windows": len(train), "train_seconds": seconds,
+            "train_loss": result.training_loss, "tandem_version": __version__,
+        }
+        with atomic_directory(out) as tmp:
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_extras(tmp, codes, meta)
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(f"trained {len(train)} windows for {cfg.epochs:g} epochs in {seconds:.0f} s, loss "
+              f"{result.training_loss:.4f}; wrote {out}", file=sys.stderr)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        cfg = load_sft_config(args.config)
+        run_sft(cfg, args.out or cfg.output_dir)
+    except TandemError as exc:
+        print(f"sft: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

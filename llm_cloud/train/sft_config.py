@@ -1,0 +1,89 @@
+"""The YAML schema of ``python -m llm_cloud.train.sft`` (pydantic; unknown keys are refused)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llm_cloud.generative.model import TinyModelConfig
+from tandem.data.options import DatasetOptions
+from tandem.errors import TandemError
+
+
+class SFTRunConfig(BaseModel):
+    """One supervised fine-tuning run of the generative recommender on semantic-ID sequences."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetOptions | str = Field("ml-100k", description="a dataset name/path, or a mapping of the "
+                                          "--dataset loader options (dataset, kcore, min_rating, ...)")
+    sids: str | None = Field(None, description="folder written by `tandem sids build` for this dataset; when absent, "
+                             "the IDs are built once (rq, 3x256) and reused from $TANDEM_HOME/sids/")
+    profile: Literal["tiny"] = Field("tiny", description="model profile; tiny: a small Qwen2 trained from scratch")
+    model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="size of the tiny profile")
+    max_items: int = Field(50, ge=1, description="items of history the model sees (prompt length)")
+    window_stride: int = Field(10, ge=1, description="items by which training windows over long sequences advance")
+    epochs: float = Field(10, gt=0, description="training epochs")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, linear decay)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of steps with a linear warm-up "
+                                "(passed as a float warmup_steps, which transformers 5 reads as a ratio)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(32, ge=1, description="sequences per device per step")
+    bf16: bool = Field(False, description="train in bfloat16 mixed precision (needs hardware support)")
+    output_dir: str = Field("runs/llm_tiny", description="checkpoint folder (replaced atomically); --out overrides")
+    seed: int = Field(2020, description="seed of the initialisation and the data order")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value):
+        if isinstance(value, str):
+            return DatasetOptions(dataset=value)
+        if isinstance(value, dict):
+            try:
+                return DatasetOptions(**value)
+            except TypeError as exc:
+                raise ValueError(f"unknown dataset option: {exc}") from None
+        return value
+
+    @field_validator("window_stride")
+    @classmethod
+    def _stride(cls, value, info):
+        max_items = info.data.get("max_items", 50)
+        if value > max_items + 1:
+            raise ValueError(f"window_stride {value} must be <= max_items + 1 = {max_items + 1}")
+        return value
+
+    @property
+    def dataset_options(self) -> DatasetOptions:
+        assert isinstance(self.dataset, DatasetOptions)
+        return self.dataset
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    return f"{where}: {err['msg']}"
+
+
+def load_sft_config(path: str | Path) -> SFTRunConfig:
+    """Read and validate the YAML; every problem is a one-line TandemError naming the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise TandemError(f"config file {path} does not exist; pass --config with a YAML file such as "
+                          f"configs/sft_tiny.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TandemError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise TandemError(f"config {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return SFTRunConfig(**raw)
+    except ValidationError as exc:
+        keys = ", ".join(SFTRunConfig.model_fields)
+        raise TandemError(f"config {path}: {_first_error(exc)}; valid keys are {keys}") from None
