@@ -1,5 +1,5 @@
-"""Candidate sources that stand in for the cloud: ``popular``, ``srm`` (the device SRM itself), ``srm:DIR`` (another
-trained SRM, e.g. a GRU4Rec), and ``llm:DIR`` once the generative LLM tier exists."""
+"""Candidate sources for the device tier: ``llm:DIR`` (the generative recommender, the real cloud), and stand-ins:
+``popular``, ``srm`` (the device SRM itself) and ``srm:DIR`` (another trained SRM, e.g. a GRU4Rec)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,44 @@ class SRMSource:
         return np.concatenate(ids), np.concatenate(scores)
 
 
+@dataclass
+class LLMSource:
+    """The generative recommender's trie-constrained beam search; scores are sequence log-probabilities."""
+
+    model: object
+    codec: object
+    max_items: int
+    name: str = "llm"
+
+    def topn(self, histories: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        from llm_cloud.generative.decode import beam_candidates
+
+        lists = beam_candidates(self.model, self.codec, histories, n=n, max_items=self.max_items)
+        ids = np.zeros((len(lists), n), dtype=np.int64)
+        scores = np.full((len(lists), n), FILLER_SCORE)
+        for row, cand in enumerate(lists):
+            k = len(cand.items)
+            ids[row, :k], scores[row, :k] = cand.items, cand.scores
+            if k < n:  # fewer valid beams than n (tiny catalogues): fill with other items, ranked last
+                rest = np.setdiff1d(np.arange(1, self.codec.n_items + 1), cand.items)[: n - k]
+                ids[row, k : k + len(rest)] = rest
+        return ids, scores
+
+
+FILLER_SCORE = -1e9
+
+
+def _llm_source(folder: str, device_srm: SequentialRecommender) -> LLMSource:
+    from llm_cloud.generative.checkpoint import load_llm_checkpoint
+    from llm_cloud.generative.tokens import SemanticIdCodec
+
+    model, tokenizer, codes, meta = load_llm_checkpoint(Path(folder))
+    if codes.shape[0] - 1 != device_srm.n_items:
+        raise TandemError(f"LLM checkpoint {folder} knows {codes.shape[0] - 1} items, the device SRM "
+                          f"{device_srm.n_items}; train both on the same dataset")
+    return LLMSource(model, SemanticIdCodec.from_tokenizer(codes, tokenizer), int(meta["max_items"]), f"llm:{folder}")
+
+
 def parse_source(spec: str, device_srm: SequentialRecommender, train: list[np.ndarray]) -> CandidateSource:
     """``popular`` | ``srm`` | ``srm:DIR`` | ``llm:DIR``."""
     kind, _, arg = spec.partition(":")
@@ -65,7 +103,6 @@ def parse_source(spec: str, device_srm: SequentialRecommender, train: list[np.nd
             raise TandemError(f"candidate SRM {arg} has {model.n_items} items, the device SRM {device_srm.n_items}; "
                               f"train both on the same dataset")
         return SRMSource(model, f"srm:{arg}")
-    if kind == "llm":
-        raise TandemError("--candidates llm:DIR needs the generative LLM tier, which is not built yet; use srm:DIR "
-                          "(another trained SRM), srm or popular")
+    if kind == "llm" and arg:
+        return _llm_source(arg, device_srm)
     raise TandemError(f"--candidates {spec!r} is not a candidate source; use popular, srm, srm:DIR or llm:DIR")

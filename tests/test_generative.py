@@ -193,6 +193,23 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     assert body["n_users"] == 30 and body["metrics"]["hr@20"] == 1.0  # 20 items, 20 beams: every item is listed
     assert {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} == set(body["metrics"])
 
+    # the device tier reranks the LLM's candidates
+    from eval.srm import train_srm
+    from srm_device.models import default_config
+    from srm_device.training.config import TrainConfig
+    from tandem.data.options import DatasetOptions, load_dataset
+
+    opts = DatasetOptions(dataset=str(data))
+    train_srm(load_dataset(opts), opts, "sasrec", default_config("sasrec", hidden_size=16, inner_size=32, max_len=10),
+              TrainConfig(epochs=1), tmp_path / "srm", progress=False)
+    dev = tmp_path / "dev.json"
+    proc = run("tandem", "eval", "device", "--srm", str(tmp_path / "srm"), "--candidates", f"llm:{out}",
+               "--n-candidates", "10", "--json", str(dev), home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    body = json.loads(dev.read_text())
+    assert body["meta"]["candidates"] == f"llm:{out}" and body["meta"]["n_candidates"] == 10
+    assert 0.0 < body["meta"]["fresh_recall@n"] <= 1.0
+
 
 @pytest.mark.parametrize("text, fragment", [(None, "does not exist"), ("epochs: 1\nlr: 0.1\n", "unknown key 'lr'"),
                                             ("model: {num_heads: 8}\n", "head size")])
