@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.candidates import parse_source  # noqa: E402
 from eval.device import DeviceEvalConfig, evaluate_device  # noqa: E402
-from eval.paramgen import load_paramgen, load_srm_and_data  # noqa: E402
+from eval.paramgen import load_device_models  # noqa: E402
 from eval.split import leave_one_out  # noqa: E402
 from srm_device.head import HeadSpec  # noqa: E402
 from srm_device.persona import FLOAT32  # noqa: E402
@@ -38,13 +38,8 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    srm, _, ds = load_srm_and_data(args.srm)
+    srm, ds, gen, book, recent_k = load_device_models(args.srm, args.paramgen)
     split = leave_one_out(ds.sequences)
-    gen = book = None
-    recent_k = 20
-    if args.paramgen:
-        gen, book, meta = load_paramgen(args.paramgen)
-        recent_k = meta["paramgen_config"]["recent_k"]
     source = parse_source(args.candidates, srm, split.train)
     results = {}
     for staleness in (int(s) for s in args.staleness.split(",")):

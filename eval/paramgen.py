@@ -152,3 +152,18 @@ def load_paramgen(folder: str | Path) -> tuple[ParamGenerator, Codebook, dict]:
     gen = ParamGenerator(meta["n_items"], HeadSpec(meta["hidden_size"], meta["rank"]), cfg)
     ckpt.load_weights(gen, folder / "model.safetensors")
     return gen.eval(), Codebook(arrays["prototypes"], arrays["basis"]), meta
+
+
+def load_device_models(srm_dir: str | Path, paramgen_dir: str | Path | None):
+    """The device SRM, its dataset, and (optionally) its parameter generator and codebook, checked to belong together.
+
+    Returns (srm, ds, gen | None, book | None, recent_k).
+    """
+    srm, _, ds = load_srm_and_data(srm_dir)
+    if paramgen_dir is None:
+        return srm, ds, None, None, 20
+    gen, book, meta = load_paramgen(paramgen_dir)
+    if meta["n_items"] != srm.n_items or meta["hidden_size"] != srm.config.hidden_size:
+        raise TandemError(f"parameter generator {paramgen_dir} was trained for another SRM; train it with "
+                          f"`tandem train paramgen --srm {srm_dir}`")
+    return srm, ds, gen, book, int(meta["paramgen_config"]["recent_k"])

@@ -37,7 +37,7 @@ def _eval_llm(args: argparse.Namespace) -> int:
 def _eval_device(args: argparse.Namespace) -> int:
     from eval.candidates import parse_source
     from eval.device import DeviceEvalConfig, evaluate_device
-    from eval.paramgen import load_paramgen, load_srm_and_data
+    from eval.paramgen import load_device_models
     from eval.plots import plot_policy_curves
     from eval.split import leave_one_out
     from srm_device.fusion import FUSION_RULES
@@ -50,16 +50,8 @@ def _eval_device(args: argparse.Namespace) -> int:
         raise TandemError(f"--ratios {args.ratios!r} must be fractions in (0, 1], e.g. 0.05,0.2,1")
     if args.n_candidates < 10:
         raise TandemError(f"--n-candidates must be >= 10 for NDCG@10, got {args.n_candidates}")
-    srm, _, ds = load_srm_and_data(args.srm)
+    srm, ds, gen, book, recent_k = load_device_models(args.srm, args.paramgen)
     split = leave_one_out(ds.sequences)
-    gen = book = None
-    recent_k = 20
-    if args.paramgen:
-        gen, book, meta = load_paramgen(args.paramgen)
-        recent_k = meta["paramgen_config"]["recent_k"]
-        if meta["n_items"] != srm.n_items or meta["hidden_size"] != srm.config.hidden_size:
-            raise TandemError(f"parameter generator {args.paramgen} was trained for another SRM; train it with "
-                              f"`tandem train paramgen --srm {args.srm}`")
     source = parse_source(args.candidates, srm, split.train)
     cfg = DeviceEvalConfig(n_candidates=args.n_candidates, staleness=args.staleness, recent_k=recent_k,
                            ratios=ratios, fusion=args.fusion)
