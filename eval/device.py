@@ -58,6 +58,8 @@ class View:
     user_static: torch.Tensor  # (u, d)
     user: torch.Tensor  # (u, d) with generated parameters when available
     recent_emb: np.ndarray  # (u, k, d)
+    fresh_logits: np.ndarray  # (u, n) SRM scores (through ``user``) of the fresh list
+    stale_logits: np.ndarray  # (u, n) ... and of the stale list
 
 
 @torch.no_grad()
@@ -82,7 +84,8 @@ def build_view(case: EvalCase, srm: SequentialRecommender, source: CandidateSour
     stale_ids, stale_scores = source.topn(stale_hist, cfg.n_candidates)
     emb = srm.item_embeddings()
     return View(case.targets, np.array([len(h) for h in case.histories]), fresh_ids, fresh_scores, stale_ids,
-                stale_scores, user_static, user, emb[recent].numpy())
+                stale_scores, user_static, user, emb[recent].numpy(), srm_logits(user, srm, fresh_ids),
+                srm_logits(user, srm, stale_ids))
 
 
 def srm_logits(user: torch.Tensor, srm: SequentialRecommender, ids: np.ndarray) -> np.ndarray:
@@ -113,9 +116,9 @@ def _platt(x: np.ndarray, y: np.ndarray) -> Platt:
     return Platt(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
 
 
-def fit_fusion(view: View, srm: SequentialRecommender) -> FusionParams:
+def fit_fusion(view: View) -> FusionParams:
     """Platt-calibrate SRM logits and cloud scores on validation candidates, then pick α by validation NDCG@10."""
-    logits = srm_logits(view.user, srm, view.fresh_ids)
+    logits = view.fresh_logits
     label = view.fresh_ids == view.targets[:, None]
     prm = FusionParams(srm=_platt(logits, label), llm=_platt(view.fresh_scores, label))
     x = _inputs(view.fresh_ids, view.fresh_scores, logits)
@@ -128,14 +131,14 @@ def fit_fusion(view: View, srm: SequentialRecommender) -> FusionParams:
     return prm
 
 
-def policy_inputs(view: View, srm: SequentialRecommender, logits_stale: np.ndarray) -> PolicyInputs:
+def policy_inputs(view: View, srm: SequentialRecommender) -> PolicyInputs:
     with torch.no_grad():
         emb = srm.item_embeddings()
         cand = emb[torch.from_numpy(view.stale_ids)].numpy()  # (u, n, d)
         log_p = torch.log_softmax(view.user @ emb[1:].T, dim=1)  # (u, n_items) next-item distribution
         mass = torch.logsumexp(log_p.gather(1, torch.from_numpy(view.stale_ids) - 1), dim=1).exp().numpy()  # (u,)
     u, n = view.stale_ids.shape
-    return PolicyInputs(logits_stale, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
+    return PolicyInputs(view.stale_logits, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
                         view.user.numpy(), view.recent_emb, cand, mass)
 
 
@@ -144,29 +147,31 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
     srm.eval()
     vv = build_view(valid, srm, source, cfg, gen, book)
     tv = build_view(test, srm, source, cfg, gen, book)
-    prm = fit_fusion(vv, srm)
+    prm = fit_fusion(vv)
 
-    def rule_ranks(view: View, rule: str, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        x = _inputs(ids, scores, srm_logits(view.user, srm, ids))
-        return candidate_ranks(fuse(rule, x, prm), ids, view.targets)
+    def rule_ranks(view: View, rule: str, stale: bool = False) -> np.ndarray:
+        if stale:
+            ids, scores, logits = view.stale_ids, view.stale_scores, view.stale_logits
+        else:
+            ids, scores, logits = view.fresh_ids, view.fresh_scores, view.fresh_logits
+        return candidate_ranks(fuse(rule, _inputs(ids, scores, logits), prm), ids, view.targets)
 
     out: dict = {
         "static": metrics_from_ranks(candidate_ranks(srm_logits(tv.user_static, srm, tv.fresh_ids), tv.fresh_ids,
                                                      tv.targets)),
-        "generated": metrics_from_ranks(candidate_ranks(srm_logits(tv.user, srm, tv.fresh_ids), tv.fresh_ids,
-                                                        tv.targets)) if gen is not None else None,
-        "fusion": {r: metrics_from_ranks(rule_ranks(tv, r, tv.fresh_ids, tv.fresh_scores)) for r in FUSION_RULES},
+        "generated": metrics_from_ranks(candidate_ranks(tv.fresh_logits, tv.fresh_ids, tv.targets))
+        if gen is not None else None,
+        "fusion": {r: metrics_from_ranks(rule_ranks(tv, r)) for r in FUSION_RULES},
     }
-    valid_rules = {r: metrics_from_ranks(rule_ranks(vv, r, vv.fresh_ids, vv.fresh_scores))["ndcg@10"]
-                   for r in FUSION_RULES}
+    valid_rules = {r: metrics_from_ranks(rule_ranks(vv, r))["ndcg@10"] for r in FUSION_RULES}
     rule = cfg.fusion or max(valid_rules, key=valid_rules.get)
 
-    fresh_rank = rule_ranks(tv, rule, tv.fresh_ids, tv.fresh_scores)
-    stale_rank = rule_ranks(tv, rule, tv.stale_ids, tv.stale_scores)
+    fresh_rank = rule_ranks(tv, rule)
+    stale_rank = rule_ranks(tv, rule, stale=True)
     up = ID_BYTES * np.minimum(tv.hist_len, srm.config.max_len)
     down = (ID_BYTES + SCORE_BYTES) * cfg.n_candidates
-    p_valid = policy_inputs(vv, srm, srm_logits(vv.user, srm, vv.stale_ids))
-    p_test = policy_inputs(tv, srm, srm_logits(tv.user, srm, tv.stale_ids))
+    p_valid = policy_inputs(vv, srm)
+    p_test = policy_inputs(tv, srm)
     out["policies"] = {}
     for name in cfg.policies:
         policy = make_policy(name, seed=cfg.seed)
