@@ -17,16 +17,16 @@ from safetensors.numpy import save_file as save_np
 from eval.evaluate import pad_histories
 from eval.metrics import metrics_from_ranks, target_ranks
 from eval.split import EvalCase, leave_one_out
+from eval.srm import load_srm_with_data
 from llm_cloud.paramgen.config import ParamGenConfig
 from llm_cloud.paramgen.model import ParamGenerator, recent_window
 from llm_cloud.paramgen.prototypes import encode, fit_codebook
 from llm_cloud.paramgen.trainer import Positions, fit, generated_user
-from srm_device.head import HeadSpec
+from srm_device.head import HeadSpec, apply_head
 from srm_device.models import SequentialRecommender
 from srm_device.persona import FLOAT32, Codebook
 from srm_device.training import checkpoint as ckpt
 from srm_device.training.windows import make_windows
-from tandem.data.options import DatasetOptions, load_dataset
 from tandem.errors import TandemError
 from tandem.io import atomic_output, atomic_write_json
 
@@ -68,12 +68,9 @@ def _metrics(user: torch.Tensor, item_emb: torch.Tensor, target: torch.Tensor) -
 
 
 def load_srm_and_data(srm_dir: str | Path):
-    srm, meta = ckpt.load_checkpoint(srm_dir)
-    ds = load_dataset(DatasetOptions(**meta["dataset"]))
-    if ds.fingerprint() != meta.get("data_fingerprint", ds.fingerprint()):
-        raise TandemError(f"the data of SRM {srm_dir} changed since it was trained; retrain the SRM")
-    for p in srm.parameters():
-        p.requires_grad_(False)
+    """The frozen SRM, its config and its dataset."""
+    srm, meta, ds = load_srm_with_data(srm_dir)
+    srm.requires_grad_(False)
     return srm, meta, ds
 
 
@@ -119,16 +116,13 @@ def evaluate_paramgen(srm, gen: ParamGenerator, book: Codebook, split, item_emb:
     flat = gen(test.recent)  # (u, p)
     ids, coefs = encode(book, flat.numpy())
     recon = torch.from_numpy(book.decode(ids, coefs))  # (u, p)
-    a, b, bias = gen.split(recon)
-    from srm_device.head import apply_head
-
     spec = gen.spec
     recon_err = float(((recon - flat).norm(dim=1) / flat.norm(dim=1).clamp_min(1e-12)).mean())
     return {
         "test": {
             "static": _metrics(test.user.clone(), item_emb, test.target),
-            "generated": _metrics(generated_user(gen, test.user, test.recent), item_emb, test.target),
-            "persona": _metrics(apply_head(test.user, a, b, bias), item_emb, test.target),
+            "generated": _metrics(apply_head(test.user, *gen.split(flat)), item_emb, test.target),
+            "persona": _metrics(apply_head(test.user, *gen.split(recon)), item_emb, test.target),
         },
         "persona_relative_error": recon_err,
         "bytes_per_update": {

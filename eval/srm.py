@@ -67,19 +67,28 @@ class EvalReport:
         return dataclasses.asdict(self)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", mask_history: bool | None = None,
-                        ds_options: DatasetOptions | None = None) -> EvalReport:
-    """Evaluate a trained SRM on its own dataset (or ``ds_options``), refusing data it was not trained on."""
+def load_srm_with_data(checkpoint: str | Path, ds_options: DatasetOptions | None = None):
+    """(model, meta, dataset): a trained SRM and its own dataset (or ``ds_options``), refusing data it was not
+    trained on."""
     model, meta = ckpt.load_checkpoint(checkpoint)
-    if ds_options is None:
+    own = ds_options is None
+    if own:
         ds_options = DatasetOptions(**meta.get("dataset", {}))
     ds = load_dataset(ds_options)
     if ds.n_items != model.n_items:
         raise TandemError(f"checkpoint {checkpoint} was trained on {model.n_items} items but dataset "
                           f"{ds_options.dataset!r} has {ds.n_items}; evaluate it on the data it was trained on")
     if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
+        fix = "its dataset changed since training: retrain the SRM" if own else "use the same --dataset and filters"
         raise TandemError(f"checkpoint {checkpoint} was trained on other interactions (fingerprint "
-                          f"{meta['data_fingerprint']} != {ds.fingerprint()}); use the same --dataset and filters")
+                          f"{meta['data_fingerprint']} != {ds.fingerprint()}); {fix}")
+    return model, meta, ds
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", mask_history: bool | None = None,
+                        ds_options: DatasetOptions | None = None) -> EvalReport:
+    """Evaluate a trained SRM on its own dataset (or ``ds_options``), refusing data it was not trained on."""
+    model, meta, ds = load_srm_with_data(checkpoint, ds_options)
     if mask_history is None:
         mask_history = bool(meta.get("mask_history", False))
     case = get_case(leave_one_out(ds.sequences), split_name)
