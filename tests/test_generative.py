@@ -16,10 +16,11 @@ import torch
 
 from eval.llm import MISS, ranks_from_lists
 from llm_cloud.generative.decode import beam_candidates
-from llm_cloud.generative.examples import IGNORE, lm_examples, window_bounds
+from llm_cloud.generative.examples import IGNORE, lm_examples
 from llm_cloud.generative.model import TinyModelConfig, build_tiny_model, max_positions
 from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
 from llm_cloud.generative.trie import CodeTrie
+from tandem.windows import window_bounds
 from tests.conftest import cyclic_sequences, write_atomic
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}

@@ -8,23 +8,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from tandem.errors import TandemError
-from tandem.io import atomic_write_bytes, atomic_write_json
+from tandem.io import atomic_write_json, atomic_write_npy
 
 META_FILE = "tandem_llm.json"
 
 
 def write_extras(folder: Path, codes: np.ndarray, meta: dict) -> None:
     """Write codes.npy and tandem_llm.json next to the saved model and tokenizer."""
-    buf = io.BytesIO()
-    np.save(buf, codes, allow_pickle=False)
-    atomic_write_bytes(folder / "codes.npy", buf.getvalue())
+    atomic_write_npy(folder / "codes.npy", codes)
     atomic_write_json(folder / META_FILE, meta)
 
 

@@ -5,10 +5,10 @@ code token is the loss of predicting that item's code from all earlier items, as
 "Training cost").
 
 Sequences of more than ``max_items + 1`` items are cut into windows of ``max_items + 1`` items (each window starts
-again with ``<bos>``) whose ends advance by ``stride`` items, like :mod:`srm_device.training.windows`. A later window
-takes the loss only on the items that earlier windows did not cover (their labels are -100 elsewhere), so every item
-is a target exactly once and has at least ``max_items + 1 - stride`` items of context. The first window also takes the
-loss on its first item, predicted from ``<bos>`` alone (a learned popularity prior).
+again with ``<bos>``) whose ends advance by ``stride`` items (:func:`tandem.windows.window_bounds`, as for the SRM). A
+later window takes the loss only on the items that earlier windows did not cover (their labels are -100 elsewhere), so
+every item is a target exactly once and has at least ``max_items + 1 - stride`` items of context. The first window
+also takes the loss on its first item, predicted from ``<bos>`` alone (a learned popularity prior).
 """
 
 from __future__ import annotations
@@ -16,22 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from llm_cloud.generative.tokens import SemanticIdCodec
+from tandem.windows import window_bounds
 
 IGNORE = -100
-
-
-def window_bounds(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """(start, end, first_target) item indices of the windows over a sequence of ``n`` items."""
-    if not 1 <= stride <= window:
-        raise ValueError(f"window stride must be in [1, {window}] items, got {stride}")
-    ends = [min(n, window)]
-    while ends[-1] < n:
-        ends.append(min(n, ends[-1] + stride))
-    bounds, prev_end = [], 0
-    for end in ends:
-        bounds.append((max(0, end - window), end, prev_end))
-        prev_end = end
-    return bounds
 
 
 def lm_examples(sequences: list[np.ndarray], codec: SemanticIdCodec, max_items: int = 50,

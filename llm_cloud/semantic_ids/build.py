@@ -8,7 +8,6 @@ Output folder (written atomically as a whole):
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from llm_cloud.semantic_ids.disambiguate import disambiguate
 from llm_cloud.semantic_ids.report import build_report
 from tandem.data.options import DatasetOptions, load_dataset
 from tandem.errors import TandemError
-from tandem.io import atomic_directory, atomic_write_bytes, atomic_write_json
+from tandem.io import atomic_directory, atomic_write_json, atomic_write_npy
 
 MODES = ("rq", "cofi")
 METHODS = ("kmeans", "vae")
@@ -142,12 +141,10 @@ def save_semantic_ids(out_dir: str | Path, codes: np.ndarray, report: dict) -> P
 
     An existing non-empty folder is replaced only when it holds an earlier build (all three files).
     """
-    buf = io.BytesIO()
-    np.save(buf, codes, allow_pickle=False)
     body = {k: v for k, v in report.items() if k != "config"}
     out_dir = check_out_dir(out_dir)
     with atomic_directory(out_dir) as tmp:
-        atomic_write_bytes(tmp / "codes.npy", buf.getvalue())
+        atomic_write_npy(tmp / "codes.npy", codes)
         atomic_write_json(tmp / "report.json", body)
         atomic_write_json(tmp / "config.json", report["config"])
     return Path(out_dir)

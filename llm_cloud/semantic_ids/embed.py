@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.data.dataset import Catalogue
-from tandem.io import atomic_write_bytes
+from tandem.io import atomic_write_npy
 from tandem.paths import tandem_home
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -101,9 +100,7 @@ def cached_embeddings(dataset_name: str, field_set: str, texts: Sequence[str]) -
     if emb is None:
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)  # (u,), (n,)
         emb = embed_texts(unique.tolist())[inverse.reshape(-1)]  # (n, 384): equal texts get equal rows
-        buf = io.BytesIO()
-        np.save(buf, emb, allow_pickle=False)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_npy(path, emb)
     return emb
 
 
