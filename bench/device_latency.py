@@ -82,13 +82,10 @@ def summary(ms: np.ndarray) -> dict[str, float]:
 
 
 def paramgen_timing(folder: str, n_items: int, calls: int, warmup: int, rng: np.random.Generator):
-    """(timings, rank) of one-user hypernetwork forwards, or (None, None) with a note if there is none to time."""
-    try:
-        from eval.paramgen import load_paramgen
-        from llm_cloud.paramgen.model import recent_window
-    except ImportError as exc:
-        print(f"note: parameter generation not timed: llm_cloud.paramgen is not available ({exc})")
-        return None, None
+    """(timings, rank) of one-user hypernetwork forwards."""
+    from eval.paramgen import load_paramgen
+    from llm_cloud.paramgen.model import recent_window
+
     gen, _, meta = load_paramgen(folder)
     k = meta["paramgen_config"]["recent_k"]
     hi = min(n_items, meta["n_items"])
@@ -112,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     rank = args.rank
     if args.paramgen:
-        ms, pg_rank = paramgen_timing(args.paramgen, model.n_items, args.calls, args.warmup, rng)
-        if ms is not None:
-            results["paramgen forward"] = summary(ms)
-            rank = pg_rank
+        ms, rank = paramgen_timing(args.paramgen, model.n_items, args.calls, args.warmup, rng)
+        results["paramgen forward"] = summary(ms)
     d = cfg.hidden_size
     head = HeadParams(0.1 * torch.randn(d, rank), 0.1 * torch.randn(d, rank), 0.1 * torch.randn(d))
     inputs = [(rng.integers(1, model.n_items + 1, size=args.history),
