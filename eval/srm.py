@@ -15,7 +15,6 @@ from srm_device.training.trainer import EpochHook, TrainResult, fit
 from tandem import __version__
 from tandem.data.dataset import SequenceDataset
 from tandem.data.options import DatasetOptions, load_dataset
-from tandem.errors import TandemError
 
 
 def make_validator(split: LeaveOneOut, max_len: int, mask_history: bool = False):
@@ -75,13 +74,8 @@ def load_srm_with_data(checkpoint: str | Path, ds_options: DatasetOptions | None
     if own:
         ds_options = DatasetOptions(**meta.get("dataset", {}))
     ds = load_dataset(ds_options)
-    if ds.n_items != model.n_items:
-        raise TandemError(f"checkpoint {checkpoint} was trained on {model.n_items} items but dataset "
-                          f"{ds_options.dataset!r} has {ds.n_items}; evaluate it on the data it was trained on")
-    if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
-        fix = "its dataset changed since training: retrain the SRM" if own else "use the same --dataset and filters"
-        raise TandemError(f"checkpoint {checkpoint} was trained on other interactions (fingerprint "
-                          f"{meta['data_fingerprint']} != {ds.fingerprint()}); {fix}")
+    fix = "its dataset changed since training: retrain the SRM" if own else "use the same --dataset and filters"
+    ckpt.check_trained_on(checkpoint, meta, ds, fix)
     return model, meta, ds
 
 

@@ -63,15 +63,10 @@ def detect_fields(catalogue: Catalogue, category_fields: Sequence[str] | None = 
 
 def collaborative_embeddings(srm_dir: str | Path, ds: SequenceDataset) -> np.ndarray:
     """Item embeddings (N, d) of the SRM in ``srm_dir``, refusing one trained on other data."""
-    from srm_device.training.checkpoint import load_checkpoint
+    from srm_device.training.checkpoint import check_trained_on, load_checkpoint
 
     model, meta = load_checkpoint(srm_dir)
-    if int(meta["n_items"]) != ds.n_items:
-        raise TandemError(f"SRM {srm_dir} was trained on {meta['n_items']} items but dataset {ds.name!r} has "
-                          f"{ds.n_items}; pass --srm with an SRM trained on this dataset")
-    if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
-        raise TandemError(f"SRM {srm_dir} was trained on other data (fingerprint {meta['data_fingerprint']}, this "
-                          f"dataset {ds.fingerprint()}); pass --srm with an SRM trained on this dataset")
+    check_trained_on(srm_dir, meta, ds, "pass --srm with an SRM trained on this dataset")
     weights = model.item_embeddings().detach().cpu().numpy()  # (N+1, d), row 0 padding
     return np.asarray(weights[1:], dtype=np.float64)  # (N, d)
 

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from srm_device.models import SequentialRecommender, SRMConfig, build_model, model_names
+from tandem.data.dataset import SequenceDataset
 from tandem.errors import TandemError
 from tandem.io import atomic_output, atomic_write_json
 
@@ -78,6 +79,16 @@ def model_from_meta(meta: dict) -> SequentialRecommender:
     except (TypeError, ValueError) as exc:
         raise TandemError(f"checkpoint config has invalid model settings ({exc}); retrain into a fresh --out "
                           f"folder") from None
+
+
+def check_trained_on(checkpoint: str | Path, meta: dict, ds: SequenceDataset, fix: str) -> None:
+    """Refuse dataset ``ds`` unless the checkpoint was trained on it (same item count and data fingerprint)."""
+    if int(meta["n_items"]) != ds.n_items:
+        raise TandemError(f"checkpoint {checkpoint} was trained on {meta['n_items']} items but dataset {ds.name!r} "
+                          f"has {ds.n_items}; {fix}")
+    if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
+        raise TandemError(f"checkpoint {checkpoint} was trained on other data (fingerprint {meta['data_fingerprint']}"
+                          f", this dataset {ds.fingerprint()}); {fix}")
 
 
 def load_checkpoint(folder: str | Path) -> tuple[SequentialRecommender, dict]:
