@@ -55,22 +55,18 @@ class SRMSource:
 class LLMSource:
     """The generative recommender's trie-constrained beam search; scores are sequence log-probabilities."""
 
-    model: object
-    codec: object
-    max_items: int
+    backend: object  # llm_cloud.backends.LLMBackend
     name: str = "llm"
 
     def topn(self, histories: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-        from llm_cloud.generative.decode import beam_candidates
-
-        lists = beam_candidates(self.model, self.codec, histories, n=n, max_items=self.max_items)
+        lists = self.backend.beam_candidates(histories, n=n)
         ids = np.zeros((len(lists), n), dtype=np.int64)
         scores = np.full((len(lists), n), FILLER_SCORE)
         for row, cand in enumerate(lists):
             k = len(cand.items)
             ids[row, :k], scores[row, :k] = cand.items, cand.scores
             if k < n:  # fewer valid beams than n (tiny catalogues): fill with other items, ranked last
-                rest = np.setdiff1d(np.arange(1, self.codec.n_items + 1), cand.items)[: n - k]
+                rest = np.setdiff1d(np.arange(1, self.backend.artifact.n_items + 1), cand.items)[: n - k]
                 ids[row, k : k + len(rest)] = rest
         return ids, scores
 
@@ -79,14 +75,13 @@ FILLER_SCORE = -1e9
 
 
 def _llm_source(folder: str, device_srm: SequentialRecommender) -> LLMSource:
-    from llm_cloud.generative.checkpoint import load_llm_checkpoint
-    from llm_cloud.generative.tokens import SemanticIdCodec
+    from llm_cloud.backends import load_backend
 
-    model, tokenizer, codes, meta = load_llm_checkpoint(Path(folder))
-    if codes.shape[0] - 1 != device_srm.n_items:
-        raise TandemError(f"LLM checkpoint {folder} knows {codes.shape[0] - 1} items, the device SRM "
+    backend = load_backend("transformers", Path(folder))
+    if backend.artifact.n_items != device_srm.n_items:
+        raise TandemError(f"LLM checkpoint {folder} knows {backend.artifact.n_items} items, the device SRM "
                           f"{device_srm.n_items}; train both on the same dataset")
-    return LLMSource(model, SemanticIdCodec.from_tokenizer(codes, tokenizer), int(meta["max_items"]), f"llm:{folder}")
+    return LLMSource(backend, f"llm:{folder}")
 
 
 def parse_source(spec: str, device_srm: SequentialRecommender, train: list[np.ndarray]) -> CandidateSource:

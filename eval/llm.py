@@ -30,24 +30,23 @@ def ranks_from_lists(lists: list[np.ndarray], targets: np.ndarray) -> np.ndarray
 
 
 def evaluate_llm_checkpoint(checkpoint: str | Path, split_name: str = "test", n: int = 100,
-                            batch_size: int = 8) -> EvalReport:
+                            batch_size: int = 8, backend: str = "transformers") -> EvalReport:
     """Generate the top-``n`` list of every user of ``split_name`` and score it (same JSON as `tandem eval srm`)."""
-    from llm_cloud.generative.checkpoint import load_llm_checkpoint
-    from llm_cloud.generative.decode import beam_candidates
-    from llm_cloud.generative.tokens import SemanticIdCodec
+    from llm_cloud.backends import load_backend
 
-    if n < 1:
-        raise TandemError(f"--n must be >= 1, got {n}")
-    model, tokenizer, codes, meta = load_llm_checkpoint(checkpoint)
-    ds = load_dataset(DatasetOptions(**meta["dataset"]))
-    if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
-        raise TandemError(f"checkpoint {checkpoint} was trained on other interactions (fingerprint "
-                          f"{meta['data_fingerprint']} != {ds.fingerprint()}); evaluate it on the data it was "
-                          f"trained on")
-    case = get_case(leave_one_out(ds.sequences), split_name)
-    codec = SemanticIdCodec.from_tokenizer(codes, tokenizer)
-    cands = beam_candidates(model, codec, case.histories, n=n, max_items=int(meta["max_items"]),
-                            batch_size=batch_size)
+    options = {"batch_size": batch_size} if backend == "transformers" else {}
+    engine = load_backend(backend, checkpoint, **options)
+    try:
+        meta = engine.artifact.meta
+        ds = load_dataset(DatasetOptions(**meta["dataset"]))
+        if meta.get("data_fingerprint") and meta["data_fingerprint"] != ds.fingerprint():
+            raise TandemError(f"checkpoint {checkpoint} was trained on other interactions (fingerprint "
+                              f"{meta['data_fingerprint']} != {ds.fingerprint()}); evaluate it on the data it was "
+                              f"trained on")
+        case = get_case(leave_one_out(ds.sequences), split_name)
+        cands = engine.beam_candidates(case.histories, n=n)
+    finally:
+        engine.close()
     ranks = ranks_from_lists([c.items for c in cands], case.targets)
-    return EvalReport(dataset=ds.name, model=f"llm-{meta.get('profile', 'tiny')}", split=split_name,
+    return EvalReport(dataset=ds.name, model=f"llm-{engine.artifact.profile}", split=split_name,
                       metrics=metrics_from_ranks(ranks), n_users=len(case.targets), mask_history=False)

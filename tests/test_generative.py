@@ -17,7 +17,8 @@ import torch
 from eval.llm import MISS, ranks_from_lists
 from llm_cloud.generative.decode import beam_candidates
 from llm_cloud.generative.examples import IGNORE, lm_examples
-from llm_cloud.generative.model import TinyModelConfig, build_tiny_model, max_positions
+from llm_cloud.generative.model import TinyModelConfig, build_tiny_model
+from llm_cloud.generative.prompts import PromptFormat
 from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
 from llm_cloud.generative.trie import CodeTrie
 from tandem.windows import window_bounds
@@ -41,8 +42,8 @@ def random_codes(rng: np.random.Generator, n_items: int) -> np.ndarray:
 
 def make(codes: np.ndarray, size: TinyModelConfig = TINY, seed: int = 0, max_items: int = 50):
     tok = build_tokenizer(codes)
-    codec = SemanticIdCodec.from_tokenizer(codes, tok)
-    return tok, codec, build_tiny_model(size, tok, max_positions(max_items, codec.width), seed=seed)
+    fmt = PromptFormat.codes_only(SemanticIdCodec.from_tokenizer(codes, tok))
+    return tok, fmt, build_tiny_model(size, tok, fmt.max_length(max_items), seed=seed)
 
 
 def test_tokenizer_round_trip(tmp_path: Path) -> None:
@@ -66,10 +67,11 @@ def test_tokenizer_round_trip(tmp_path: Path) -> None:
 def test_windows_train_every_item_once() -> None:
     codes = np.array([[-1, -1]] + [[i % 3, i // 3] for i in range(1, 31)])
     codec = SemanticIdCodec.from_tokenizer(codes, build_tokenizer(codes))
+    fmt = PromptFormat.codes_only(codec)
     seq = np.arange(1, 31)
     assert window_bounds(30, 11, 4) == [(0, 11, 0), (4, 15, 11), (8, 19, 15), (12, 23, 19), (16, 27, 23),
                                         (19, 30, 27)]
-    ex = lm_examples([seq], codec, max_items=10, stride=4)
+    ex = lm_examples([seq], fmt, max_items=10, stride=4)
     targets = []
     for ids, lab in zip(ex["input_ids"], ex["labels"]):
         assert len(ids) == len(lab) <= 1 + 11 * 2 and ids[0] == codec.bos_id and lab[0] == IGNORE
@@ -84,16 +86,17 @@ def test_trie_beam_search_only_valid_unique_items(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n_items = int(rng.integers(3, 25))
     codes = random_codes(rng, n_items)
-    _, codec, model = make(codes, seed=seed)
+    _, fmt, model = make(codes, seed=seed)
+    codec = fmt.codec
     histories = [rng.integers(1, n_items + 1, size=int(rng.integers(1, 8))) for _ in range(5)]
     for n in {1, int(rng.integers(1, n_items + 1)), n_items}:
-        for cand in beam_candidates(model, codec, histories, n=n, batch_size=3):
+        for cand in beam_candidates(model, fmt, histories, n=n, batch_size=3):
             assert len(cand.items) == n  # the trie holds >= n items, so n valid beams survive
             assert len(set(cand.items.tolist())) == len(cand.items)
             assert ((cand.items >= 1) & (cand.items <= n_items)).all()
             assert np.isfinite(cand.scores).all() and (np.diff(cand.scores) <= 1e-6).all()
-    shared = beam_candidates(model, codec, histories, n=n_items, batch_size=3)
-    unshared = beam_candidates(model, codec, histories, n=n_items, batch_size=3, share_prompt=False)
+    shared = beam_candidates(model, fmt, histories, n=n_items, batch_size=3)
+    unshared = beam_candidates(model, fmt, histories, n=n_items, batch_size=3, share_prompt=False)
     for a, b in zip(shared, unshared):  # the KV cache shared across beams changes nothing
         assert a.items.tolist() == b.items.tolist() and np.allclose(a.scores, b.scores, atol=1e-4)
     trie = CodeTrie(codec.item_tokens, dead_end=codec.eos_id)
@@ -102,9 +105,10 @@ def test_trie_beam_search_only_valid_unique_items(seed: int) -> None:
 
 def test_scores_are_summed_log_probs() -> None:
     codes = random_codes(np.random.default_rng(1), 12)
-    _, codec, model = make(codes)
+    _, fmt, model = make(codes)
+    codec = fmt.codec
     hist = np.array([3, 5, 7])
-    cand = beam_candidates(model, codec, [hist], n=5)[0]
+    cand = beam_candidates(model, fmt, [hist], n=5)[0]
     for item, score in zip(cand.items, cand.scores):
         ids = codec.encode_items(hist) + codec.item_tokens[item].tolist()
         with torch.no_grad():
@@ -117,7 +121,7 @@ def test_tiny_model_learns_next_item_rule() -> None:
     """Item i -> i+1 (mod 20) with hand-made codes (i // 5, i % 5, 0): top-1 right on held-out prefixes."""
     n_items = 20
     codes = np.array([[-1, -1, -1]] + [[i // 5, i % 5, 0] for i in range(n_items)])
-    _, codec, model = make(codes, TinyModelConfig(hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=2,
+    _, fmt, model = make(codes, TinyModelConfig(hidden_size=64, num_heads=2, num_kv_heads=1, num_layers=2,
                                                   intermediate_size=128), max_items=10)
     rng = np.random.default_rng(0)
 
@@ -125,7 +129,8 @@ def test_tiny_model_learns_next_item_rule() -> None:
         return (start + np.arange(length)) % n_items + 1
 
     train = [walk(int(rng.integers(0, n_items)), int(rng.integers(3, 9))) for _ in range(64)]
-    ex = lm_examples(train, codec, max_items=10, stride=5)
+    ex = lm_examples(train, fmt, max_items=10, stride=5)
+    codec = fmt.codec
     width = max(map(len, ex["input_ids"]))
     ids = torch.tensor([r + [codec.pad_id] * (width - len(r)) for r in ex["input_ids"]])  # (b, t)
     labels = torch.tensor([r + [IGNORE] * (width - len(r)) for r in ex["labels"]])  # (b, t)
@@ -139,7 +144,7 @@ def test_tiny_model_learns_next_item_rule() -> None:
         loss.backward()
         opt.step()
     held_out = [walk(int(rng.integers(0, n_items)), int(rng.integers(2, 8))) for _ in range(20)]
-    cands = beam_candidates(model, codec, held_out, n=3)
+    cands = beam_candidates(model, fmt, held_out, n=3)
     right = np.mean([c.items[0] == h[-1] % n_items + 1 for c, h in zip(cands, held_out)])
     assert right >= 0.8, right
 
@@ -154,11 +159,11 @@ def test_trl_uses_our_labels_as_they_are(tmp_path: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     codes = random_codes(np.random.default_rng(2), 15)
-    tok, codec, model = make(codes, max_items=4)
+    tok, fmt, model = make(codes, max_items=4)
     seqs = [np.arange(1, 13), np.array([3, 4, 5])]
-    ex = lm_examples(seqs, codec, max_items=4, stride=2)
+    ex = lm_examples(seqs, fmt, max_items=4, stride=2)
     args = SFTConfig(output_dir=str(tmp_path), report_to="none", activation_checkpointing=False, bf16=False,
-                     per_device_train_batch_size=2, max_length=max_positions(4, codec.width))
+                     per_device_train_batch_size=2, max_length=fmt.max_length(4))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(ex), processing_class=tok)
     assert trainer.train_dataset["labels"] == ex["labels"] and trainer.train_dataset["input_ids"] == ex["input_ids"]
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ex["labels"]))])
@@ -180,7 +185,8 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     out, home = tmp_path / "ckpt", tmp_path / "home"
     proc = run("llm_cloud.train.sft", "--config", str(cfg), "--out", str(out), home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {"config.json", "model.safetensors", "tokenizer.json", "codes.npy", "tandem_llm.json"} <= {
+    assert {"config.json", "model.safetensors", "tokenizer.json", "codes.npy", "tandem_llm.json", "prompt.json",
+            "item_counts.npy"} <= {
         p.name for p in out.iterdir()}
     meta = json.loads((out / "tandem_llm.json").read_text())
     assert meta["data_fingerprint"] and meta["dataset"]["dataset"] == str(data)
@@ -242,4 +248,4 @@ def test_sft_refuses_foreign_out_and_missing_package(tmp_path: Path) -> None:
 
 def test_eval_llm_refuses_a_folder_that_is_no_checkpoint(tmp_path: Path) -> None:
     proc = run("tandem", "eval", "llm", "--checkpoint", str(tmp_path), home=tmp_path)
-    assert proc.returncode == 2 and "is not a generative-recommender checkpoint" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "is not a complete generative-recommender checkpoint" in proc.stderr, proc.stderr

@@ -4,7 +4,7 @@ Decoding is transformers' own ``generate`` with ``num_beams = num_return_sequenc
 from :class:`~llm_cloud.generative.trie.CodeTrie`, exactly L+1 new tokens, and ``length_penalty=0`` so that a
 candidate's score is its summed log-probability (log-softmax over the whole vocabulary, taken before the trie mask).
 
-Users are batched by history length, so no batch needs padding and no position id depends on a padding scheme.
+Users are batched by prompt length in tokens, so no batch needs padding and no position id depends on a padding scheme.
 With ``share_prompt`` (default) the prompt is run once per user and its KV cache is repeated for the N beams before
 ``generate`` continues from it; otherwise ``generate`` runs the prompt once per beam (N times the work, same result).
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llm_cloud.generative.prompts import PromptFormat
 from llm_cloud.generative.tokens import SemanticIdCodec
 from llm_cloud.generative.trie import CodeTrie
 
@@ -36,21 +37,23 @@ class Candidates:
     scores: np.ndarray
 
 
-def _prompts(histories: list[np.ndarray], max_items: int) -> list[np.ndarray]:
-    return [np.asarray(h, dtype=np.int64)[-max_items:] for h in histories]
+def prompt_ids(fmt: PromptFormat, histories: list[np.ndarray], max_items: int) -> list[list[int]]:
+    """The decoding prompt of each history: its last ``max_items`` items in the format."""
+    return [fmt.history_ids(np.asarray(h, dtype=np.int64)[-max_items:]) for h in histories]
 
 
-def beam_candidates(model, codec: SemanticIdCodec, histories: list[np.ndarray], n: int = 100, max_items: int = 50,
+def beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], n: int = 100, max_items: int = 50,
                     batch_size: int = 8, trie: CodeTrie | None = None, share_prompt: bool = True) -> list[Candidates]:
     """The top-``n`` items for each history (the last ``max_items`` items are the prompt)."""
     import torch
 
     if n < 1:
         raise ValueError(f"n (candidates per user) must be >= 1, got {n}")
+    codec = fmt.codec
     beams = max(n, 2)  # one beam would be greedy search, which reports no sequence scores
     trie = trie or CodeTrie(codec.item_tokens, dead_end=codec.eos_id)
     width = codec.width
-    prompts = _prompts(histories, max_items)
+    prompts = prompt_ids(fmt, histories, max_items)
     by_len: dict[int, list[int]] = defaultdict(list)
     for user, p in enumerate(prompts):
         by_len[len(p)].append(user)
@@ -60,7 +63,7 @@ def beam_candidates(model, codec: SemanticIdCodec, histories: list[np.ndarray], 
     for users_same_len in by_len.values():
         for lo in range(0, len(users_same_len), batch_size):
             users = users_same_len[lo:lo + batch_size]
-            ids = torch.tensor([codec.encode_items(prompts[u]) for u in users], device=device)  # (b, t)
+            ids = torch.tensor([prompts[u] for u in users], device=device)  # (b, t)
             t = ids.shape[1]
 
             def allowed(batch_id: int, seq: torch.Tensor, t: int = t) -> list[int]:

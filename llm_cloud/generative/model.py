@@ -35,11 +35,6 @@ class TinyModelConfig(BaseModel):
         return self
 
 
-def max_positions(max_items: int, width: int) -> int:
-    """Tokens of ``<bos>`` + (max_items history + 1 target) items of ``width`` tokens, plus one spare."""
-    return 1 + (max_items + 1) * width + 1
-
-
 def build_tiny_model(size: TinyModelConfig, tokenizer, n_positions: int, seed: int = 2020):
     """A randomly initialised Qwen2ForCausalLM whose vocabulary is ``tokenizer``'s."""
     import torch

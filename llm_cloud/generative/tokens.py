@@ -37,6 +37,18 @@ def check_codes(codes: np.ndarray) -> None:
         raise ValueError("two items share a code; build the codes with the trailing disambiguation level")
 
 
+def code_vocabulary(codes: np.ndarray) -> list[str]:
+    """Every (level, code) token from 0 to the largest code of each level, level by level."""
+    check_codes(codes)
+    return [code_token(level, code) for level in range(codes.shape[1])
+            for code in range(int(codes[1:, level].max()) + 1)]
+
+
+def add_code_tokens(tokenizer, codes: np.ndarray) -> int:
+    """Extend a pretrained tokenizer with the code tokens (as special tokens: never split, never merged)."""
+    return tokenizer.add_tokens(code_vocabulary(codes), special_tokens=True)
+
+
 def build_tokenizer(codes: np.ndarray):
     """A PreTrainedTokenizerFast whose vocabulary is the special tokens plus every (level, code) seen in ``codes``."""
     from tokenizers import Tokenizer
@@ -44,11 +56,7 @@ def build_tokenizer(codes: np.ndarray):
     from tokenizers.pre_tokenizers import WhitespaceSplit
     from transformers import PreTrainedTokenizerFast
 
-    check_codes(codes)
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for level in range(codes.shape[1]):
-        for code in range(int(codes[1:, level].max()) + 1):
-            vocab[code_token(level, code)] = len(vocab)
+    vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *code_vocabulary(codes)))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS,
@@ -61,13 +69,14 @@ class SemanticIdCodec:
 
     codes: np.ndarray
     vocab: dict[str, int]
+    special: dict[str, str] = field(default_factory=lambda: {"bos": BOS, "eos": EOS, "pad": PAD})  # role -> token
     item_tokens: np.ndarray = field(init=False)  # (N+1, L+1) token ids; row 0 = pad
     to_item: dict[tuple[int, ...], int] = field(init=False)  # token-id tuple -> item id
 
     def __post_init__(self) -> None:
         check_codes(self.codes)
         n, width = self.codes.shape
-        table = np.full((n, width), self.vocab[PAD], dtype=np.int64)  # (N+1, L+1)
+        table = np.full((n, width), self.pad_id, dtype=np.int64)  # (N+1, L+1)
         for level in range(width):
             for item in range(1, n):
                 table[item, level] = self.vocab[code_token(level, self.codes[item, level])]
@@ -76,7 +85,10 @@ class SemanticIdCodec:
 
     @classmethod
     def from_tokenizer(cls, codes: np.ndarray, tokenizer) -> SemanticIdCodec:
-        return cls(codes=np.asarray(codes, dtype=np.int64), vocab=dict(tokenizer.get_vocab()))
+        """Codes plus a tokenizer holding every code token (ours, or a pretrained one extended with them)."""
+        special = {"bos": tokenizer.bos_token or tokenizer.eos_token, "eos": tokenizer.eos_token,
+                   "pad": tokenizer.pad_token or tokenizer.eos_token}
+        return cls(codes=np.asarray(codes, dtype=np.int64), vocab=dict(tokenizer.get_vocab()), special=special)
 
     @property
     def n_items(self) -> int:
@@ -89,15 +101,15 @@ class SemanticIdCodec:
 
     @property
     def bos_id(self) -> int:
-        return self.vocab[BOS]
+        return self.vocab[self.special["bos"]]
 
     @property
     def eos_id(self) -> int:
-        return self.vocab[EOS]
+        return self.vocab[self.special["eos"]]
 
     @property
     def pad_id(self) -> int:
-        return self.vocab[PAD]
+        return self.vocab[self.special["pad"]]
 
     def encode_items(self, items: np.ndarray, bos: bool = True) -> list[int]:
         """Item ids (t,) -> token ids (1 + t*(L+1),): ``<bos>`` then each item's codes."""

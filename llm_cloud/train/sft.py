@@ -57,9 +57,10 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     from trl import SFTConfig, SFTTrainer
 
     from eval.split import leave_one_out
-    from llm_cloud.generative.checkpoint import write_extras
+    from llm_cloud.generative.checkpoint import item_counts, write_extras
     from llm_cloud.generative.examples import lm_examples
-    from llm_cloud.generative.model import build_tiny_model, max_positions
+    from llm_cloud.generative.model import build_tiny_model
+    from llm_cloud.generative.prompts import PromptFormat
     from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
     from llm_cloud.semantic_ids.cache import resolve_codes
     from tandem import __version__
@@ -70,10 +71,10 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     with PartialState().main_process_first():  # under `accelerate launch`, one process builds the ID cache
         codes, sids_dir = resolve_codes(cfg.dataset_options, ds, cfg.sids)
     tokenizer = build_tokenizer(codes)
-    codec = SemanticIdCodec.from_tokenizer(codes, tokenizer)
+    fmt = PromptFormat.codes_only(SemanticIdCodec.from_tokenizer(codes, tokenizer))
     split = leave_one_out(ds.sequences)
-    train = Dataset.from_dict(lm_examples(split.train, codec, cfg.max_items, cfg.window_stride))
-    n_positions = max_positions(cfg.max_items, codec.width)
+    train = Dataset.from_dict(lm_examples(split.train, fmt, cfg.max_items, cfg.window_stride))
+    n_positions = fmt.max_length(cfg.max_items)
     model = build_tiny_model(cfg.model, tokenizer, n_positions, seed=cfg.seed)
 
     scratch = out.parent / f".{out.name}.trainer"
@@ -99,7 +100,7 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
         with atomic_directory(out) as tmp:
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_extras(tmp, codes, meta)
+            write_extras(tmp, codes, meta, fmt, item_counts(split.train, ds.n_items))
         shutil.rmtree(scratch, ignore_errors=True)
         print(f"trained {len(train)} windows for {cfg.epochs:g} epochs in {seconds:.0f} s, loss "
               f"{result.training_loss:.4f}; wrote {out}", file=sys.stderr)

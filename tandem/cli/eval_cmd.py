@@ -26,7 +26,7 @@ def _eval_llm(args: argparse.Namespace) -> int:
     from eval.llm import evaluate_llm_checkpoint
     from eval.metrics import format_table
 
-    report = evaluate_llm_checkpoint(args.checkpoint, args.split, args.n, args.batch_size)
+    report = evaluate_llm_checkpoint(args.checkpoint, args.split, args.n, args.batch_size, args.backend)
     print(f"{report.model} on {report.dataset}, {report.split} split, {report.n_users} users, top-{args.n} by "
           f"trie-constrained beam search (not generated = miss)")
     print(format_table(report.metrics))
@@ -97,6 +97,8 @@ def register(sub) -> None:
                    help="which leave-one-out target (default: test)")
     p.add_argument("--n", type=int, default=100, help="beams = items generated per user (default: 100)")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together (default: 8)")
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                   help="LLM engine (default: transformers; vllm needs the [vllm] extra)")
 
     p = add_parser(esub, "device", "evaluate the device tier: static vs generated SRM, fusion rules, and request "
                    "policies against request ratio (test split; fitted on validation)", _eval_device)
