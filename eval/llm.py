@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import metrics_from_ranks
-from eval.split import get_case, leave_one_out
+from eval.split import EvalCase, get_case, leave_one_out
 from eval.srm import EvalReport
 from tandem.data.options import DatasetOptions, load_dataset
 from tandem.errors import TandemError
@@ -30,8 +30,10 @@ def ranks_from_lists(lists: list[np.ndarray], targets: np.ndarray) -> np.ndarray
 
 
 def evaluate_llm_checkpoint(checkpoint: str | Path, split_name: str = "test", n: int = 100,
-                            batch_size: int = 8, backend: str = "transformers") -> EvalReport:
-    """Generate the top-``n`` list of every user of ``split_name`` and score it (same JSON as `tandem eval srm`)."""
+                            batch_size: int = 8, backend: str = "transformers",
+                            max_users: int | None = None) -> EvalReport:
+    """Generate the top-``n`` list of every user of ``split_name`` (or of the first ``max_users``, a stated subset)
+    and score it (same JSON as `tandem eval srm`)."""
     from llm_cloud.backends import load_backend
 
     options = {"batch_size": batch_size} if backend == "transformers" else {}
@@ -44,6 +46,10 @@ def evaluate_llm_checkpoint(checkpoint: str | Path, split_name: str = "test", n:
                               f"{meta['data_fingerprint']} != {ds.fingerprint()}); evaluate it on the data it was "
                               f"trained on")
         case = get_case(leave_one_out(ds.sequences), split_name)
+        if max_users is not None:
+            if max_users < 1:
+                raise TandemError(f"--max-users must be >= 1, got {max_users}")
+            case = EvalCase(case.users[:max_users], case.histories[:max_users], case.targets[:max_users])
         cands = engine.beam_candidates(case.histories, n=n)
     finally:
         engine.close()

@@ -90,7 +90,7 @@ def test_smollm_profile_saves_a_servable_layout(tmp_path: Path) -> None:
     built = profile.build(cfg, codes, catalogue)
     torch.manual_seed(0)
     with torch.no_grad():
-        for name, p in built.model.named_parameters():
+        for p in built.model.parameters():
             if p.requires_grad:  # lora_A/B and the code-token rows
                 p.add_(torch.randn_like(p) * 0.05)
     ids = torch.tensor([built.fmt.history_ids(np.array([3, 1, 7])) + built.fmt.codec.item_tokens[5].tolist()])

@@ -13,6 +13,7 @@ and mixed precision all go through the Trainer, so the same script runs under ``
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -27,6 +28,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llm_cloud.train.sft", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/sft_tiny.yaml")
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (overrides output_dir of the config)")
+    parser.add_argument("--overwrite", action="store_true", help="discard an interrupted run's trainer checkpoints "
+                        "instead of resuming from them")
     return parser
 
 
@@ -71,8 +74,32 @@ def training_sequences(train: list, max_users: int | None, max_items: int | None
     return [seq[-max_items:] if max_items else seq for seq in train[:max_users]]
 
 
-def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
-    """Train and save the checkpoint folder ``out`` (replaced atomically by the main process)."""
+def prepare_scratch(scratch: Path, run: dict, overwrite: bool) -> Path | None:
+    """The trainer checkpoint to resume from in ``scratch`` (None: start fresh); refuses one made with other settings.
+
+    ``scratch`` (``.<out>.trainer`` beside the output) holds the Trainer's periodic checkpoints (weights, optimizer,
+    scheduler, RNG states) and ``tandem_run.json``, the settings they were made with. It is removed after success.
+    """
+    from tandem.io import atomic_write_json
+    from tandem.train_state import check_resume
+
+    record = scratch / "tandem_run.json"
+    if overwrite:
+        shutil.rmtree(scratch, ignore_errors=True)
+    checkpoints = sorted(scratch.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if checkpoints and record.is_file():
+        check_resume(scratch, json.loads(record.read_text()), run, "run_config", ())
+        print(f"resuming from {checkpoints[-1]} (pass --overwrite to start again)", file=sys.stderr)
+        return checkpoints[-1]
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    atomic_write_json(record, run)
+    return None
+
+
+def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path:
+    """Train and save the checkpoint folder ``out`` (replaced atomically by the main process); an interrupted run
+    resumes from its last trainer checkpoint unless ``overwrite``."""
     _require_packages()
     out = check_out_dir(Path(out))
     from accelerate import PartialState
@@ -100,12 +127,16 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
     n_positions = fmt.max_length(cfg.max_items)
 
     scratch = out.parent / f".{out.name}.trainer"
+    with PartialState().main_process_first():
+        resume = prepare_scratch(scratch, {"run_config": cfg.model_dump(mode="json"),
+                                           "data_fingerprint": ds.fingerprint()}, overwrite)
     args = SFTConfig(
         output_dir=str(scratch), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
         per_device_train_batch_size=cfg.batch_size, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
         activation_checkpointing=False, max_length=n_positions, packing=False, padding_free=False,
-        save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=1,
+        eval_strategy="no", report_to="none", logging_steps=50,
     )
     trainer_cls = SFTTrainer if profile.fused_loss else _plain_loss_trainer(SFTTrainer)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer)
@@ -116,15 +147,16 @@ def run_sft(cfg: SFTRunConfig, out: str | Path) -> Path:
         pruning = rastp_pruning(model, cfg.rastp)
     start = time.perf_counter()
     with pruning:
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():
         meta = {
             "profile": cfg.profile, "run_config": cfg.model_dump(mode="json"),
             "dataset": cfg.dataset_options.to_dict(), "dataset_name": ds.name, "n_items": ds.n_items,
             "data_fingerprint": ds.fingerprint(), "sids": str(sids_dir), "code_shape": list(codes.shape),
-            "max_items": cfg.max_items, "n_train_users": len(sequences), "n_train_windows": len(train), "train_seconds": seconds,
-            "train_loss": result.training_loss, "tandem_version": __version__,
+            "max_items": cfg.max_items, "n_train_users": len(sequences), "n_train_windows": len(train),
+            "train_seconds": seconds, "train_loss": result.training_loss, "train_steps": result.global_step,
+            "resumed_from": resume.name if resume else None, "tandem_version": __version__,
         }
         with atomic_directory(out) as tmp:
             profile.save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp)
@@ -140,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         cfg = load_sft_config(args.config)
-        run_sft(cfg, args.out or cfg.output_dir)
+        run_sft(cfg, args.out or cfg.output_dir, args.overwrite)
     except TandemError as exc:
         print(f"sft: error: {exc}", file=sys.stderr)
         return exc.exit_code

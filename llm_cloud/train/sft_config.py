@@ -63,6 +63,8 @@ class SFTRunConfig(BaseModel):
                                 "(passed as a float warmup_steps, which transformers 5 reads as a ratio)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     batch_size: int = Field(32, ge=1, description="sequences per device per step")
+    save_steps: int = Field(200, ge=0, description="save the trainer state every N steps beside the output "
+                            "(.<out>.trainer) so that an interrupted run resumes; 0: never")
     bf16: bool = Field(False, description="train in bfloat16 mixed precision (needs hardware support)")
     output_dir: str = Field("runs/llm_tiny", description="checkpoint folder (replaced atomically); --out overrides")
     seed: int = Field(2020, description="seed of the initialisation and the data order")

@@ -26,7 +26,8 @@ def _eval_llm(args: argparse.Namespace) -> int:
     from eval.llm import evaluate_llm_checkpoint
     from eval.metrics import format_table
 
-    report = evaluate_llm_checkpoint(args.checkpoint, args.split, args.n, args.batch_size, args.backend)
+    report = evaluate_llm_checkpoint(args.checkpoint, args.split, args.n, args.batch_size, args.backend,
+                                     args.max_users)
     print(f"{report.model} on {report.dataset}, {report.split} split, {report.n_users} users, top-{args.n} by "
           f"trie-constrained beam search (not generated = miss)")
     print(format_table(report.metrics))
@@ -99,6 +100,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together (default: 8)")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
                    help="LLM engine (default: transformers; vllm needs the [vllm] extra)")
+    p.add_argument("--max-users", type=int, metavar="N", help="evaluate the first N users only (a stated subset, "
+                   "e.g. the users a CPU-sized smollm run trained on; default: all)")
 
     p = add_parser(esub, "device", "evaluate the device tier: static vs generated SRM, fusion rules, and request "
                    "policies against request ratio (test split; fitted on validation)", _eval_device)

@@ -12,7 +12,7 @@ def _llm_sft(args: argparse.Namespace) -> int:
     from llm_cloud.train.sft_config import load_sft_config
 
     cfg = load_sft_config(args.config)
-    run_sft(cfg, args.out or cfg.output_dir)
+    run_sft(cfg, args.out or cfg.output_dir, args.overwrite)
     return 0
 
 
@@ -24,3 +24,5 @@ def register(sub) -> None:
                    "`python -m llm_cloud.train.sft`; use that module under `accelerate launch`)", _llm_sft)
     p.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/sft_tiny.yaml")
     p.add_argument("--out", metavar="DIR", help="checkpoint folder (overrides output_dir of the config)")
+    p.add_argument("--overwrite", action="store_true", help="discard an interrupted run's trainer checkpoints "
+                   "instead of resuming from them")

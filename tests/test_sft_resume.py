@@ -1,0 +1,56 @@
+"""An interrupted SFT run resumes from its last trainer checkpoint, and refuses to resume under other settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import cyclic_sequences, write_atomic
+
+ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def config(tmp_path: Path, data: Path, lr: float) -> Path:
+    cfg = tmp_path / f"sft-{lr}.yaml"
+    cfg.write_text(f"dataset: {data}\nepochs: 3\nbatch_size: 2\nmax_items: 10\nwindow_stride: 5\nsave_steps: 3\n"
+                   f"learning_rate: {lr}\n"
+                   f"model: {{hidden_size: 32, num_heads: 1, num_kv_heads: 1, num_layers: 1, intermediate_size: 32}}\n")
+    return cfg
+
+
+def sft(cfg: Path, out: Path, home: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "llm_cloud.train.sft", "--config", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, "TANDEM_HOME": str(home)}, **kw)
+
+
+def test_interrupted_sft_resumes(tmp_path: Path) -> None:
+    data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=40, n_items=20, length=12))
+    out, home = tmp_path / "ckpt", tmp_path / "home"
+    scratch = tmp_path / ".ckpt.trainer"
+    proc = sft(config(tmp_path, data, 0.001), out, home)
+    deadline = time.time() + 240
+    while not any(scratch.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint folder finish
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and any(scratch.glob("checkpoint-*"))
+
+    changed = sft(config(tmp_path, data, 0.002), out, home)
+    _, err = changed.communicate(timeout=300)
+    assert changed.returncode == 2 and "learning_rate: 0.001 -> 0.002" in err and "--overwrite" in err, err[-2000:]
+
+    again = sft(config(tmp_path, data, 0.001), out, home)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and "resuming from" in err, err[-3000:]
+    meta = json.loads((out / "tandem_llm.json").read_text())
+    steps_per_epoch = -(-meta["n_train_windows"] // 2)
+    assert meta["resumed_from"].startswith("checkpoint-") and meta["train_steps"] == 3 * steps_per_epoch
+    assert not scratch.exists()  # removed after success
