@@ -54,3 +54,20 @@ def test_interrupted_sft_resumes(tmp_path: Path) -> None:
     steps_per_epoch = -(-meta["n_train_windows"] // 2)
     assert meta["resumed_from"].startswith("checkpoint-") and meta["train_steps"] == 3 * steps_per_epoch
     assert not scratch.exists()  # removed after success
+
+
+def test_sft_runs_as_two_processes(tmp_path: Path) -> None:
+    """The same script under a 2-process launcher (torchrun's environment, as `accelerate launch` sets it on GPUs):
+    on CPU the processes form a gloo group, each takes half of every epoch, and only rank 0 writes the checkpoint."""
+    data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=40, n_items=20, length=12))
+    cfg = config(tmp_path, data, 0.001)
+    cfg.write_text(cfg.read_text().replace("epochs: 3", "epochs: 1"))
+    out = tmp_path / "ckpt"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "llm_cloud.train.sft", "--config", str(cfg),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "TANDEM_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "tandem_llm.json").read_text())
+    assert meta["train_steps"] == -(-meta["n_train_windows"] // (2 * 2))  # batch 2 per process, 2 processes
+    assert proc.stderr.count("wrote ") == 1 and not (tmp_path / ".ckpt.trainer").exists()

@@ -52,6 +52,13 @@ def check_out_dir(out: Path) -> Path:
     return out
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or \
+        torch.backends.mps.is_available()
+
+
 def _plain_loss_trainer(sft_trainer: type) -> type:
     """SFTTrainer with transformers' own loss (labels through the model's forward).
 
@@ -119,7 +126,9 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     from tandem.io import atomic_directory
 
     ds = load_dataset(cfg.dataset_options)
-    with PartialState().main_process_first():  # under `accelerate launch`, one process builds the ID cache
+    use_cpu = not _has_accelerator()  # so that CPU processes under torchrun form a gloo group (MULTI_CPU)
+    state = PartialState(cpu=use_cpu)
+    with state.main_process_first():  # with several processes, one builds the ID cache
         codes, sids_dir = resolve_codes(cfg.dataset_options, ds, cfg.sids)
     built = profile.build(cfg, codes, ds.catalogue)
     model, tokenizer, fmt = built.model, built.tokenizer, built.fmt
@@ -129,13 +138,13 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     n_positions = fmt.max_length(cfg.max_items)
 
     scratch = out.parent / f".{out.name}.trainer"
-    with PartialState().main_process_first():
+    with state.main_process_first():
         resume = prepare_scratch(scratch, {"run_config": cfg.model_dump(mode="json"),
                                            "data_fingerprint": ds.fingerprint()}, overwrite)
     args = SFTConfig(
         output_dir=str(scratch), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
-        per_device_train_batch_size=cfg.batch_size, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
+        per_device_train_batch_size=cfg.batch_size, use_cpu=use_cpu, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
         activation_checkpointing=False, max_length=n_positions, packing=False, padding_free=False,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=1,
         eval_strategy="no", report_to="none", logging_steps=50,
