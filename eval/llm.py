@@ -36,7 +36,7 @@ def evaluate_llm_checkpoint(checkpoint: str | Path, split_name: str = "test", n:
     and score it (same JSON as `tandem eval srm`)."""
     from llm_cloud.backends import load_backend
 
-    options = {"batch_size": batch_size} if backend == "transformers" else {}
+    options = {"batch_size": batch_size, "progress": True} if backend == "transformers" else {}
     engine = load_backend(backend, checkpoint, **options)
     try:
         meta = engine.artifact.meta

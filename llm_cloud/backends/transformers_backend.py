@@ -12,17 +12,19 @@ from llm_cloud.generative.checkpoint import LLMArtifact
 class TransformersBackend(LLMBackend):
     name = "transformers"
 
-    def __init__(self, artifact: LLMArtifact, batch_size: int = 8, share_prompt: bool = True) -> None:
+    def __init__(self, artifact: LLMArtifact, batch_size: int = 8, share_prompt: bool = True,
+                 progress: bool = False) -> None:
         super().__init__(artifact)
         self.model = artifact.load_model()
         self.batch_size = batch_size
         self.share_prompt = share_prompt
+        self.progress = progress
 
     def _beam(self, histories: list[np.ndarray], n: int) -> list[CandidateList]:
         from llm_cloud.generative.decode import beam_candidates
 
         lists = beam_candidates(self.model, self.artifact.fmt, histories, n=n, max_items=self.artifact.max_items,
-                                batch_size=self.batch_size, share_prompt=self.share_prompt)
+                                batch_size=self.batch_size, share_prompt=self.share_prompt, progress=self.progress)
         return [CandidateList(c.items, c.scores) for c in lists]
 
     def generate(self, prompts: list[str], max_new_tokens: int = 64) -> list[str]:

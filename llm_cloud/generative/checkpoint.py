@@ -97,9 +97,12 @@ def load_artifact(folder: str | Path) -> LLMArtifact:
     if missing:
         raise TandemError(f"{folder} is not a complete generative-recommender checkpoint (missing "
                           f"{', '.join(missing)}); pass the --out folder of `tandem llm sft`, or train it again")
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     meta = json.loads((folder / META_FILE).read_text())
     codes = np.load(folder / "codes.npy", allow_pickle=False)
     counts = np.load(folder / COUNTS_FILE, allow_pickle=False)
-    return LLMArtifact(folder, AutoTokenizer.from_pretrained(folder), codes, meta, counts)
+    # tiny: our WordLevel tokenizer.json as saved; AutoTokenizer would follow config.json (qwen2) and rebuild it as a
+    # BPE tokenizer without merges, which turns code-token text such as "<a_1> <b_2>" into no ids at all
+    loader = PreTrainedTokenizerFast if meta.get("profile", "tiny") == "tiny" else AutoTokenizer
+    return LLMArtifact(folder, loader.from_pretrained(folder), codes, meta, counts)

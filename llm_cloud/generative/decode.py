@@ -43,9 +43,11 @@ def prompt_ids(fmt: PromptFormat, histories: list[np.ndarray], max_items: int) -
 
 
 def beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], n: int = 100, max_items: int = 50,
-                    batch_size: int = 8, trie: CodeTrie | None = None, share_prompt: bool = True) -> list[Candidates]:
+                    batch_size: int = 8, trie: CodeTrie | None = None, share_prompt: bool = True,
+                    progress: bool = False) -> list[Candidates]:
     """The top-``n`` items for each history (the last ``max_items`` items are the prompt)."""
     import torch
+    from tqdm.auto import tqdm
 
     if n < 1:
         raise ValueError(f"n (candidates per user) must be >= 1, got {n}")
@@ -60,6 +62,7 @@ def beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], n: in
     out: list[Candidates | None] = [None] * len(prompts)
     device = next(model.parameters()).device
     model.eval()
+    bar = tqdm(total=len(prompts), unit="user", desc="beam search", disable=not progress)
     for users_same_len in by_len.values():
         for lo in range(0, len(users_same_len), batch_size):
             users = users_same_len[lo:lo + batch_size]
@@ -87,6 +90,8 @@ def beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], n: in
             for row, user in enumerate(users):
                 rows = slice(row * beams, (row + 1) * beams)
                 out[user] = _collect(codec, seqs[rows], scores[rows], n)
+            bar.update(len(users))
+    bar.close()
     return out  # type: ignore[return-value]
 
 
