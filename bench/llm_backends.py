@@ -2,7 +2,8 @@
 second (trie-constrained beam search, n beams), greedy generation tokens per second, and whether the two engines
 agree (fraction of identical top-10 lists, mean overlap@n).
 
-Both engines get the same prompts: the last ``max_items`` items of the first K ML-100K leave-one-out test histories.
+Both engines get the same prompts: the last ``max_items`` items of the first K ML-100K leave-one-out test histories
+(for generation, as many of the last items as leave room for the new tokens within the trained context).
 vLLM's first call (one-off warm-up) and engine start are timed apart. Run it in the vLLM venv with the same thread
 count for both, e.g. ``OMP_NUM_THREADS=1 python -m bench.llm_backends --users 50``.
 """
@@ -29,7 +30,7 @@ def load_histories(artifact, users: int) -> list[np.ndarray]:
 
 
 def prompt_text(tokenizer, ids: list[int]) -> str:
-    """Text that tokenizes back to exactly ``ids`` (decode, or the tokens joined by spaces for WordLevel vocabularies)."""
+    """Text that tokenizes back to exactly ``ids`` (decoded, or else the tokens joined by spaces)."""
     for text in (tokenizer.decode(ids), " ".join(tokenizer.convert_ids_to_tokens(ids))):
         if tokenizer(text, add_special_tokens=False)["input_ids"] == ids:
             return text
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=8, help="transformers beam-search batch (default: 8)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
-    for key, value in {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}.items():
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    # vLLM's CPU worker binds its own OpenMP threads (all cores by default): give it as many as transformers gets
+    for key, value in {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+                       "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}"}.items():
         os.environ.setdefault(key, value)
 
     from llm_cloud.backends.transformers_backend import TransformersBackend
@@ -80,7 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     art = load_artifact(args.checkpoint)
     histories = load_histories(art, args.users)
-    prompts = [prompt_text(art.tokenizer, ids) for ids in prompt_ids(art.fmt, histories, art.max_items)]
+    # generation prompts keep as many recent items as leave room for gen_tokens within the trained context
+    room = art.fmt.max_length(art.max_items) - 1 - args.gen_tokens - len(art.fmt.prefix)
+    gen_items = max(1, room // art.fmt.max_item_tokens)
+    prompts = [prompt_text(art.tokenizer, ids) for ids in prompt_ids(art.fmt, histories, gen_items)]
 
     results, init = {}, {}
     t0 = time.perf_counter()
@@ -100,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     agree["greedy_text_identical"] = float(np.mean([a == b for a, b in zip(results["vllm"]["texts"],
                                                                            results["transformers"]["texts"])]))
     print(f"checkpoint {args.checkpoint}, {len(histories)} users, n={args.n}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"VLLM_CPU_OMP_THREADS_BIND={os.environ['VLLM_CPU_OMP_THREADS_BIND']}")
     print(f"{'engine':<13}{'init s':>8}{'warm-up s':>11}{'lists/s':>10}{'gen tok/s':>11}")
     for name, r in results.items():
         print(f"{name:<13}{init[name]:>8.1f}{r['warmup_s']:>11.1f}{r['lists_per_s']:>10.2f}{r['tokens_per_s']:>11.1f}")

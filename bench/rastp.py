@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", type=float, default=0.5, help="RASTP: fraction of tokens kept (default: 0.5)")
     p.add_argument("--n", type=int, default=100, help="beams = items generated per user in eval (default: 100)")
     p.add_argument("--eval-batch-size", type=int, default=8, help="users decoded together (default: 8)")
+    p.add_argument("--steps", type=int, default=20, help="interleaved training steps timed per variant after the "
+                   "runs (default: 20; 0: skip)")
     p.add_argument("--work", metavar="DIR", help="folder for configs and checkpoints (default: a temporary one)")
     p.add_argument("--json", metavar="FILE", help="write the configs and numbers as JSON")
     return p.parse_args(argv)
@@ -90,6 +92,59 @@ def train_and_eval(args: argparse.Namespace, name: str, rastp: bool, work: Path)
             "hr@10": metrics["hr@10"], "metrics": metrics}
 
 
+def step_times(args: argparse.Namespace, cfg: dict, steps: int) -> dict:
+    """Median seconds of one training step (forward, backward, AdamW) without and with RASTP, measured in this
+    process on one thread, alternating the two on the same real ML-100K batches so that other jobs on the machine
+    slow both alike (the trainer's seconds above are two runs at different times)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from eval.split import leave_one_out
+    from llm_cloud.generative.examples import lm_examples
+    from llm_cloud.generative.model import build_tiny_model
+    from llm_cloud.generative.prompts import PromptFormat
+    from llm_cloud.generative.rastp import rastp_pruning
+    from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer
+    from llm_cloud.semantic_ids.cache import resolve_codes
+    from llm_cloud.train.sft_config import SFTRunConfig
+    from tandem.data.options import load_dataset
+
+    torch.set_num_threads(1)
+    run = SFTRunConfig(**cfg)
+    ds = load_dataset(run.dataset_options)
+    codes, _ = resolve_codes(run.dataset_options, ds, run.sids)
+    tok = build_tokenizer(codes)
+    fmt = PromptFormat.codes_only(SemanticIdCodec.from_tokenizer(codes, tok))
+    rows = lm_examples(leave_one_out(ds.sequences).train, fmt, run.max_items, run.window_stride)
+    model = build_tiny_model(run.model, tok, fmt.max_length(run.max_items), seed=run.seed).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=run.learning_rate)
+    rng = np.random.default_rng(run.seed)
+    times: dict[str, list[float]] = {"full": [], "rastp": []}
+    for i in range(steps + 1):
+        pick = rng.choice(len(rows["input_ids"]), run.batch_size, replace=False)
+        t = max(len(rows["input_ids"][j]) for j in pick)
+        ids = torch.tensor([rows["input_ids"][j] + [tok.pad_token_id] * (t - len(rows["input_ids"][j]))
+                            for j in pick])  # (b,t) right-padded, as TRL's collator
+        mask = torch.tensor([[1] * len(rows["input_ids"][j]) + [0] * (t - len(rows["input_ids"][j]))
+                             for j in pick])  # (b,t)
+        labels = torch.tensor([rows["labels"][j] + [-100] * (t - len(rows["labels"][j])) for j in pick])  # (b,t)
+        for name in (("full", "rastp") if i % 2 else ("rastp", "full")):
+            start = time.perf_counter()
+            if name == "rastp":
+                with rastp_pruning(model, run.rastp or argparse.Namespace(layer=args.layer, keep=args.keep)):
+                    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            else:
+                model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i:  # the first batch warms up
+                times[name].append(time.perf_counter() - start)
+    full, pruned = float(np.median(times["full"])), float(np.median(times["rastp"]))
+    return {"steps": steps, "full_step_seconds": full, "rastp_step_seconds": pruned,
+            "step_time_saved_%": 100.0 * (1 - pruned / full)}
+
+
 def compare(base: dict, pruned: dict) -> dict:
     saved = 100.0 * (1 - pruned["train_seconds"] / base["train_seconds"])
     cpu_saved = 100.0 * (1 - pruned["train_process_cpu_seconds"] / base["train_process_cpu_seconds"])
@@ -109,6 +164,10 @@ def print_table(base: dict, pruned: dict, cmp: dict, label: str) -> None:
           f"{cmp['ndcg@10_change_%']:+.2f}% (target >= {NDCG_TARGET:.0f}%), HR@10 change "
           f"{cmp['hr@10_change_%']:+.2f}%: "
           f"target {'met' if cmp['target_met'] else 'not met'}")
+    if "interleaved" in cmp:
+        st = cmp["interleaved"]
+        print(f"interleaved training steps (median of {st['steps']}): full {st['full_step_seconds']:.3f} s, rastp "
+              f"{st['rastp_step_seconds']:.3f} s: {st['step_time_saved_%']:+.1f}% step time saved")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         base = train_and_eval(args, "full", False, work)
         pruned = train_and_eval(args, "rastp", True, work)
     cmp = compare(base, pruned)
+    if args.steps:
+        print(f"timing {args.steps} interleaved steps of each ...", file=sys.stderr, flush=True)
+        cmp["interleaved"] = step_times(args, pruned["config"], args.steps)
     print_table(base, pruned, cmp, f"rastp layer {args.layer} keep {args.keep:g}")
     if args.json:
         body = {"bench": "rastp", "full": base, "rastp": pruned, "comparison": cmp,

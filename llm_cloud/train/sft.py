@@ -145,7 +145,7 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
         output_dir=str(scratch), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
         per_device_train_batch_size=cfg.batch_size, use_cpu=use_cpu, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
-        activation_checkpointing=False, max_length=n_positions, packing=False, padding_free=False,
+        max_length=n_positions, packing=False, padding_free=False,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=1,
         eval_strategy="no", report_to="none", logging_steps=50,
     )
