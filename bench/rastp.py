@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=8, help="users decoded together (default: 8)")
     p.add_argument("--steps", type=int, default=20, help="interleaved training steps timed per variant after the "
                    "runs (default: 20; 0: skip)")
+    p.add_argument("--parallel", action="store_true", help="train and evaluate both variants at the same time, one "
+                   "thread each (needs 2 idle cores; the fairest timing on a busy machine is still --steps)")
     p.add_argument("--work", metavar="DIR", help="folder for configs and checkpoints (default: a temporary one)")
     p.add_argument("--json", metavar="FILE", help="write the configs and numbers as JSON")
     return p.parse_args(argv)
@@ -66,12 +68,16 @@ def sh(*cmd: str) -> tuple[float, float]:
     CPU seconds (user + system of the child) are less disturbed than wall seconds by other jobs on the machine.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        sys.exit(f"bench/rastp.py: `{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with another one running
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"bench/rastp.py: `{' '.join(cmd)}` failed ({proc.returncode}):\n{err.read()[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def train_and_eval(args: argparse.Namespace, name: str, rastp: bool, work: Path) -> dict:
@@ -175,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rastp_bench_") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        base = train_and_eval(args, "full", False, work)
-        pruned = train_and_eval(args, "rastp", True, work)
+        if args.parallel:  # both at once, one thread each: on >= 2 idle cores they run under the same conditions
+            with ThreadPoolExecutor(2) as pool:
+                runs = [pool.submit(train_and_eval, args, name, flag, work)
+                        for name, flag in (("full", False), ("rastp", True))]
+                base, pruned = (r.result() for r in runs)
+        else:
+            base = train_and_eval(args, "full", False, work)
+            pruned = train_and_eval(args, "rastp", True, work)
     cmp = compare(base, pruned)
     if args.steps:
         print(f"timing {args.steps} interleaved steps of each ...", file=sys.stderr, flush=True)
