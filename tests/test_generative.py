@@ -219,7 +219,9 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, fragment", [(None, "does not exist"), ("epochs: 1\nlr: 0.1\n", "unknown key 'lr'"),
-                                            ("model: {num_heads: 8}\n", "head size")])
+                                            ("model: {num_heads: 8}\n", "head size"),
+                                            ("rastp: {layer: 2}\n", "rastp.layer 2 must be below model.num_layers 2"),
+                                            ("profile: gpt\n", "profile: Input should be 'tiny' or 'smollm'")])
 def test_sft_bad_config_exits_2(tmp_path: Path, text: str | None, fragment: str) -> None:
     cfg = tmp_path / "bad.yaml"
     if text is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_cloud.generative.model import TinyModelConfig
 from tandem.data.options import DatasetOptions
@@ -90,6 +90,17 @@ class SFTRunConfig(BaseModel):
         if value > max_items + 1:
             raise ValueError(f"window_stride {value} must be <= max_items + 1 = {max_items + 1}")
         return value
+
+    @model_validator(mode="after")
+    def _rastp_fits(self) -> SFTRunConfig:
+        if self.rastp is None:
+            return self
+        if self.profile != "tiny":
+            raise ValueError(f"rastp pruning is for the tiny profile, not {self.profile!r}; remove `rastp:`")
+        if self.rastp.layer >= self.model.num_layers:
+            raise ValueError(f"rastp.layer {self.rastp.layer} must be below model.num_layers {self.model.num_layers} "
+                             f"(it prunes before that layer); lower rastp.layer or raise model.num_layers")
+        return self
 
     @property
     def dataset_options(self) -> DatasetOptions:
