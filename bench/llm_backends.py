@@ -47,10 +47,9 @@ def run_engine(backend, histories: list[np.ndarray], prompts: list[str], n: int,
     lists = backend.beam_candidates(histories, n)
     beam_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    texts = backend.generate(prompts, gen_tokens)
+    texts = backend.generate(prompts, gen_tokens, exact_length=True)  # every prompt gets exactly gen_tokens tokens
     gen_s = time.perf_counter() - t0
-    tok = backend.artifact.tokenizer
-    new_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    new_tokens = len(prompts) * gen_tokens
     return {"warmup_s": warmup, "beam_s": beam_s, "lists_per_s": len(histories) / beam_s, "gen_s": gen_s,
             "gen_tokens": new_tokens, "tokens_per_s": new_tokens / gen_s, "lists": lists, "texts": texts}
 
@@ -67,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", default="runs/llm_tiny", help="checkpoint folder (default: runs/llm_tiny)")
     p.add_argument("--users", type=int, default=200, help="first K test users (default: 200)")
     p.add_argument("--n", type=int, default=100, help="beams = candidates per user (default: 100)")
-    p.add_argument("--gen-tokens", type=int, default=32, help="max new tokens per greedy generation (default: 32)")
+    p.add_argument("--gen-tokens", type=int, default=32, help="new tokens per greedy generation, exactly (end of "
+                   "sequence is banned until then; default: 32)")
     p.add_argument("--batch-size", type=int, default=8, help="transformers beam-search batch (default: 8)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)

@@ -88,8 +88,9 @@ class LLMBackend(ABC):
         """Trie-constrained beam search for non-empty histories of valid ids."""
 
     @abstractmethod
-    def generate(self, prompts: list[str], max_new_tokens: int = 64) -> list[str]:
-        """Greedy completions of plain-text prompts (the new text only)."""
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, exact_length: bool = False) -> list[str]:
+        """Greedy completions of plain-text prompts (the new text only); ``exact_length`` bans the end-of-sequence
+        token until ``max_new_tokens`` are out (for throughput measurements)."""
 
     def close(self) -> None:
         """Release the engine (worker processes, memory); the default holds nothing that needs it."""

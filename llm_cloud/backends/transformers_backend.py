@@ -27,7 +27,7 @@ class TransformersBackend(LLMBackend):
                                 batch_size=self.batch_size, share_prompt=self.share_prompt, progress=self.progress)
         return [CandidateList(c.items, c.scores) for c in lists]
 
-    def generate(self, prompts: list[str], max_new_tokens: int = 64) -> list[str]:
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, exact_length: bool = False) -> list[str]:
         import torch
 
         tok = self.artifact.tokenizer
@@ -36,6 +36,7 @@ class TransformersBackend(LLMBackend):
             ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]  # (1, t)
             with torch.no_grad():
                 gen = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                          max_new_tokens=max_new_tokens, pad_token_id=self.artifact.codec.pad_id)
+                                          max_new_tokens=max_new_tokens, pad_token_id=self.artifact.codec.pad_id,
+                                          min_new_tokens=max_new_tokens if exact_length else 0)
             out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
         return out

@@ -93,11 +93,11 @@ class _Offline:
                                  lora_request=self.lora)
         return [[o.outputs[0].logprobs[0][t].logprob for t in i] for o, i in zip(outs, ids)]
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, min_tokens: int = 0) -> list[list[int]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, detokenize=False)
+        params = SamplingParams(max_tokens=max_new_tokens, min_tokens=min_tokens, temperature=0.0, detokenize=False)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False,
                                  lora_request=self.lora)
         return [list(o.outputs[0].token_ids) for o in outs]
@@ -149,8 +149,9 @@ class _Server:
                 result[k] = lp
         return result
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        choices = self._complete({"prompt": prompts, "max_tokens": max_new_tokens, "return_token_ids": True})
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, min_tokens: int = 0) -> list[list[int]]:
+        choices = self._complete({"prompt": prompts, "max_tokens": max_new_tokens, "min_tokens": min_tokens,
+                                  "return_token_ids": True})
         return [list(c["token_ids"]) for c in choices]
 
     def close(self) -> None:
@@ -202,10 +203,11 @@ class VLLMBackend(LLMBackend):
             out.append(CandidateList(c.items, c.scores))
         return out
 
-    def generate(self, prompts: list[str], max_new_tokens: int = 64) -> list[str]:
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, exact_length: bool = False) -> list[str]:
         tok = self.artifact.tokenizer
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        return [tok.decode(g, skip_special_tokens=True) for g in self.engine.generate(ids, max_new_tokens)]
+        out = self.engine.generate(ids, max_new_tokens, max_new_tokens if exact_length else 0)
+        return [tok.decode(g, skip_special_tokens=True) for g in out]
 
     def close(self) -> None:
         """Shut the offline engine's worker processes down, or close the HTTP client (the server keeps running)."""
