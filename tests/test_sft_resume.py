@@ -15,9 +15,11 @@ from tests.conftest import cyclic_sequences, write_atomic
 ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def config(tmp_path: Path, data: Path, lr: float) -> Path:
+def config(tmp_path: Path, data: Path, lr: float, epochs: int = 50) -> Path:
+    """20 steps an epoch; 50 epochs run ~1000 steps (over 10 s), so the kill lands long before the end."""
     cfg = tmp_path / f"sft-{lr}.yaml"
-    cfg.write_text(f"dataset: {data}\nepochs: 3\nbatch_size: 2\nmax_items: 10\nwindow_stride: 5\nsave_steps: 3\n"
+    cfg.write_text(f"dataset: {data}\nepochs: {epochs}\nbatch_size: 2\nmax_items: 10\nwindow_stride: 5\n"
+                   f"save_steps: 200\n"
                    f"learning_rate: {lr}\n"
                    f"model: {{hidden_size: 32, num_heads: 1, num_kv_heads: 1, num_layers: 1, intermediate_size: 32}}\n")
     return cfg
@@ -38,7 +40,7 @@ def test_interrupted_sft_resumes(tmp_path: Path) -> None:
     while not any(scratch.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
-    time.sleep(0.5)  # let the checkpoint folder finish
+    time.sleep(0.3)  # let the checkpoint folder finish
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and any(scratch.glob("checkpoint-*"))
@@ -52,7 +54,7 @@ def test_interrupted_sft_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0 and "resuming from" in err, err[-3000:]
     meta = json.loads((out / "tandem_llm.json").read_text())
     steps_per_epoch = -(-meta["n_train_windows"] // 2)
-    assert meta["resumed_from"].startswith("checkpoint-") and meta["train_steps"] == 3 * steps_per_epoch
+    assert meta["resumed_from"].startswith("checkpoint-") and meta["train_steps"] == 50 * steps_per_epoch
     assert not scratch.exists()  # removed after success
 
 
@@ -60,8 +62,7 @@ def test_sft_runs_as_two_processes(tmp_path: Path) -> None:
     """The same script under a 2-process launcher (torchrun's environment, as `accelerate launch` sets it on GPUs):
     on CPU the processes form a gloo group, each takes half of every epoch, and only rank 0 writes the checkpoint."""
     data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=40, n_items=20, length=12))
-    cfg = config(tmp_path, data, 0.001)
-    cfg.write_text(cfg.read_text().replace("epochs: 3", "epochs: 1"))
+    cfg = config(tmp_path, data, 0.001, epochs=1)
     out = tmp_path / "ckpt"
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "llm_cloud.train.sft", "--config", str(cfg),
