@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# The service over the embedded default store (built into $TANDEM_HOME/artifacts on first run, then reused).
 demo: $(VENV)/.installed
-	$(BIN)/tandem data fetch ml-100k
-	$(BIN)/tandem data stats ml-100k
-	$(BIN)/tandem train srm --dataset ml-100k --model sasrec --out $(DEMO_OUT)
-	$(BIN)/tandem eval srm --checkpoint $(DEMO_OUT) --json $(DEMO_OUT)/test_metrics.json
+	@echo "When the server says it is running, try (from another shell):"
+	@echo "  curl -s -X POST http://127.0.0.1:8000/v1/recommend -H 'content-type: application/json' -d '{\"user_id\": 0, \"k\": 5}'"
+	$(BIN)/tandem serve
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -106,7 +106,7 @@ def candidate_ranks(scores: np.ndarray, ids: np.ndarray, targets: np.ndarray) ->
     return np.where(found, ranks, MISS)
 
 
-def _inputs(ids: np.ndarray, source_scores: np.ndarray, logits: np.ndarray) -> FusionInputs:
+def fusion_inputs(ids: np.ndarray, source_scores: np.ndarray, logits: np.ndarray) -> FusionInputs:
     u, n = ids.shape
     return FusionInputs(np.tile(np.arange(1, n + 1), (u, 1)), source_scores, logits)
 
@@ -121,7 +121,7 @@ def fit_fusion(view: View) -> FusionParams:
     logits = view.fresh_logits
     label = view.fresh_ids == view.targets[:, None]
     prm = FusionParams(srm=_platt(logits, label), llm=_platt(view.fresh_scores, label))
-    x = _inputs(view.fresh_ids, view.fresh_scores, logits)
+    x = fusion_inputs(view.fresh_ids, view.fresh_scores, logits)
     best = (-1.0, 0.5)
     for alpha in np.linspace(0.0, 1.0, 11):
         prm.alpha = float(alpha)
@@ -154,7 +154,7 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
             ids, scores, logits = view.stale_ids, view.stale_scores, view.stale_logits
         else:
             ids, scores, logits = view.fresh_ids, view.fresh_scores, view.fresh_logits
-        return candidate_ranks(fuse(rule, _inputs(ids, scores, logits), prm), ids, view.targets)
+        return candidate_ranks(fuse(rule, fusion_inputs(ids, scores, logits), prm), ids, view.targets)
 
     out: dict = {
         "static": metrics_from_ranks(candidate_ranks(srm_logits(tv.user_static, srm, tv.fresh_ids), tv.fresh_ids,

@@ -15,10 +15,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from srm_device.fusion import FusionInputs, FusionParams, fuse
-from srm_device.head import HeadParams, HeadShapeError, HeadSpec, apply_head
+from srm_device.fusion import FusionParams
+from srm_device.head import HeadParams, HeadShapeError, HeadSpec
 from srm_device.models import SequentialRecommender
 from srm_device.policies import PolicyInputs, RequestPolicy, Threshold
+from srm_device.scoring import candidate_logits, fuse_list, policy_inputs, top_k, user_vector
 
 
 class CloudClient(Protocol):
@@ -89,23 +90,11 @@ class DeviceSession:
             return False
 
     # --- scoring -------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def _user(self) -> torch.Tensor:
-        hist = self.history[-self.model.config.max_len :] or [0]
-        seq = torch.tensor([hist], dtype=torch.long)  # (1, t)
-        user = self.model.sequence_output(seq, torch.tensor([len(hist)]))  # (1, d)
-        return apply_head(user, self.head.a, self.head.b, self.head.bias)  # (1, d)
+        return user_vector(self.model, self.history, self.head)  # (1, d)
 
     def _policy_inputs(self, user: torch.Tensor) -> PolicyInputs:
-        emb = self.model.item_embeddings().detach()  # (n+1, d)
-        recent = [0] * max(0, self.recent_k - len(self.history)) + self.history[-self.recent_k :]
-        cand = emb[torch.from_numpy(self.cached_ids)]  # (c, d)
-        srm = (cand @ user[0]).numpy()  # (c,)
-        log_p = torch.log_softmax(user[0] @ emb[1:].T, dim=0)  # (n_items,)
-        mass = torch.logsumexp(log_p[torch.from_numpy(self.cached_ids) - 1], dim=0).exp().numpy()[None]  # (1,)
-        return PolicyInputs(srm[None], np.arange(1, len(srm) + 1)[None], np.array([len(self.history)]),
-                            self.model.config.max_len, user.numpy(), emb[torch.tensor(recent)].numpy()[None],
-                            cand.numpy()[None], mass)
+        return policy_inputs(self.model, user, self.history, self.cached_ids, self.recent_k)
 
     def _call(self, fn, *args):
         return self._pool.submit(fn, *args).result(timeout=self.timeout_s)
@@ -136,11 +125,9 @@ class DeviceSession:
             notes.append("no cached candidates: ranked the whole catalogue on the device")
             vals = top.values.tolist()
             return Recommendation(items, vals, vals, [float("nan")] * len(items), requested, True, notes)
-        with torch.no_grad():
-            srm = (self.model.item_embeddings()[torch.from_numpy(self.cached_ids)] @ user[0]).numpy()  # (c,)
-        x = FusionInputs(np.arange(1, len(srm) + 1)[None], self.cached_scores[None], srm[None])
-        fused = fuse(self.fusion, x, self.fusion_params)[0]
-        order = np.argsort(-fused, kind="stable")[:k]
+        srm = candidate_logits(self.model, user, self.cached_ids)  # (c,)
+        fused = fuse_list(self.fusion, self.fusion_params, self.cached_scores, srm)
+        order = top_k(fused, k)
         return Recommendation(self.cached_ids[order].tolist(), fused[order].tolist(), srm[order].tolist(),
                               self.cached_scores[order].tolist(), requested, degraded, notes)
 

@@ -77,6 +77,36 @@ def _eval_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_collab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.collab_report import collab_report
+    from eval.plots import plot_policy_curves
+    from tandem.artifacts import Store, default_store
+
+    store = Store(Path(args.artifacts) if args.artifacts else default_store())
+    report = collab_report(store, args.max_users)
+    best = report["best"]
+    print(f"test split, {report['n_users']} users, LLM top-{report['n_candidates']}; NDCG@10 / HR@10")
+    rows = [("LLM alone", report["llm_alone"])]
+    if report["srm_alone"]["full_catalogue"]:
+        rows.append(("SRM alone (all)", report["srm_alone"]["full_catalogue"]))
+    rows.append(("SRM in LLM list", report["srm_alone"]["in_llm_list_generated"]))
+    rows += [(f"fusion {r}", m) for r, m in report["fusion"].items()]
+    rows += [(f"collab {r}", m) for r, m in report["fusion_collab_srm"].items()]
+    for name, m in rows:
+        print(f"{name:<18}{m['ndcg@10']:>9.4f}{m['hr@10']:>9.4f}")
+    print(f"best fusion {best['fusion_rule']} {best['fusion_ndcg@10']:.4f}, with the collaborative SRM "
+          f"{best['collab_rule']} {best['collab_ndcg@10']:.4f}: {best['ratio_to_better_single']:.3f}x the better "
+          f"single model ({best['better_single_ndcg@10']:.4f})")
+    write_json(args.json, report)
+    if args.plot:
+        title = f"NDCG@10 against request ratio ({report['policies_srm']} SRM, {report['staleness']}-item-stale cache)"
+        plot_policy_curves(report["policies"], args.plot, title=title)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def register(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate models", description="Evaluate models.")
     esub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
@@ -116,3 +146,12 @@ def register(sub) -> None:
     p.add_argument("--ratios", default="0.05,0.1,0.2,0.5,1", help="request ratios (default: 0.05,0.1,0.2,0.5,1)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
+
+    p = add_parser(esub, "collab", "end-to-end report of an artifact store on the test split: LLM alone, SRM alone, "
+                   "every fusion rule with the independent and the collaborative SRM, and NDCG@10 against request "
+                   "ratio per policy", _eval_collab)
+    p.add_argument("--artifacts", metavar="DIR", help="artifact store of `tandem build` (default: the embedded "
+                   "default, $TANDEM_HOME/artifacts/ml-100k-tiny)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
+    p.add_argument("--max-users", type=int, metavar="N", help="first N validation and test users only")

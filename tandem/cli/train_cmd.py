@@ -1,4 +1,4 @@
-"""``tandem train srm``."""
+"""``tandem train srm``, ``tandem train paramgen`` and ``tandem train collab``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,30 @@ def _train_paramgen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_collab(args: argparse.Namespace) -> int:
+    from eval.collab import CollabConfig, train_collab
+
+    try:
+        cfg = dataclass_from_args(CollabConfig, args)
+        cfg.validate()
+    except ValueError as exc:
+        raise TandemError(str(exc)) from None
+    report = train_collab(args.llm, args.srm, args.out, cfg, overwrite=args.overwrite)
+    inl, full = report["valid_in_list"], report["valid_full"]
+    print(f"validation ({report['n_valid_users']} users; LLM recall@{report['n_candidates']} "
+          f"{report['valid_recall@n']:.3f})")
+    print(f"{'':<12}{'in-list ndcg@10':>17}{'hr@10':>8}{'full ndcg@10':>14}{'hr@10':>8}")
+    for name in ("llm", "srm", "collab"):
+        cells = f"{inl[name]['ndcg@10']:>17.4f}{inl[name]['hr@10']:>8.4f}"
+        cells += f"{full[name]['ndcg@10']:>14.4f}{full[name]['hr@10']:>8.4f}" if name in full else f"{'-':>14}{'-':>8}"
+        print(f"{name:<12}{cells}")
+    epoch = "kept the original SRM" if report["kept_original"] else f"best epoch {report['best_epoch'] + 1}"
+    print(f"{report['n_examples']} examples, {epoch}; candidates {report['seconds_candidates']:.0f}s, "
+          f"fine-tuning {report['seconds_finetune']:.0f}s", file=sys.stderr)
+    print(f"collab SRM: {args.out}/srm", file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     from srm_device.models import SRMConfig
     from srm_device.training.config import TrainConfig
@@ -83,3 +107,15 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed if it holds a run)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     add_dataclass_arguments(p.add_argument_group("parameter generator"), ParamGenConfig)
+
+    from eval.collab import CollabConfig
+
+    p = add_parser(tsub, "collab", "LSC4Rec collaborative training (arXiv 2502.08667): the LLM's candidate lists for "
+                   "the last training prefixes (cached in --out, resumable) become hard negatives for fine-tuning the "
+                   "SRM to rank inside them", _train_collab)
+    p.add_argument("--llm", required=True, metavar="DIR", help="generative LLM checkpoint (`tandem llm sft --out`)")
+    p.add_argument("--srm", required=True, metavar="DIR", help="trained SRM checkpoint (`tandem train srm --out`)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: candidates/, srm/, report.json (cached lists are reused)")
+    p.add_argument("--overwrite", action="store_true", help="discard what --out holds, cached lists included")
+    add_dataclass_arguments(p.add_argument_group("collaborative training"), CollabConfig)

@@ -1,0 +1,217 @@
+"""`tandem train collab`: LSC4Rec collaborative training (Lv et al. 2025, arXiv 2502.08667).
+
+1. The cloud LLM beam-searches a top-``n_candidates`` list for the last ``prefixes_per_user`` training prefixes of
+   every user, and for every validation history; lists go through :class:`~eval.candidate_cache.CandidateCache`
+   (``out/candidates``), so a killed run resumes and a rerun with other fine-tuning settings reuses them.
+2. The device SRM is fine-tuned to rank inside those lists (:mod:`srm_device.training.collab`); the epoch is chosen
+   by validation NDCG@10 of reranking inside the LLM's validation lists (a target missing from a list is a miss).
+
+Output folder::
+
+    candidates/        the cached LLM lists (shared with `tandem build`'s thresholds stage)
+    run.json           settings and input identities of the fine-tuning (state is discarded when they change)
+    state/, best.safetensors   resumable fine-tuning state
+    srm/               the collab-tuned SRM, a normal checkpoint folder (appears only when complete)
+    report.json        timings, candidate recall, before/after validation metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.candidate_cache import CandidateCache, file_digest, llm_identity
+from eval.device import candidate_ranks
+from eval.evaluate import pad_histories
+from eval.metrics import metrics_from_ranks
+from eval.split import leave_one_out
+from eval.srm import load_srm_with_data, make_validator
+from srm_device.models import SequentialRecommender
+from srm_device.training import checkpoint as ckpt
+from srm_device.training.collab import CollabExamples, finetune
+from tandem.errors import TandemError
+from tandem.io import atomic_directory, atomic_write_json
+
+RESUMABLE = ("epochs", "patience", "threads")
+
+
+@dataclass
+class CollabConfig:
+    n_candidates: int = field(default=100, metadata={"help": "LLM candidate list length (1..100)"})
+    prefixes_per_user: int = field(default=2, metadata={
+        "help": "last training prefixes per user that get an LLM list and become fine-tuning examples (beam search "
+                "costs about 0.1 s per list on CPU)"})
+    epochs: int = field(default=10, metadata={"help": "maximum fine-tuning epochs"})
+    patience: int = field(default=3, metadata={"help": "stop after this many epochs without a better validation "
+                                                       "in-list NDCG@10"})
+    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate (small: the SRM is already trained)"})
+    full_ce_weight: float = field(default=0.5, metadata={
+        "help": "weight of the full-catalogue cross-entropy added to the in-list one (keeps whole-catalogue ranking)"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step"})
+    seed: int = field(default=2020, metadata={"help": "random seed (shuffling, dropout)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if not 1 <= self.n_candidates <= 100:
+            raise ValueError(f"--n-candidates must be in 1..100 (the LLM's beam limit), got {self.n_candidates}")
+        for name in ("prefixes_per_user", "epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not self.full_ce_weight >= 0:
+            raise ValueError(f"--full-ce-weight must be >= 0 (0 = in-list loss only), got {self.full_ce_weight}")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0 = torch's default), got {self.threads}")
+
+
+def train_prefixes(train: list[np.ndarray], per_user: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The last ``per_user`` (history, next item) pairs of each training sequence, with non-empty histories."""
+    hist, targets = [], []
+    for s in train:
+        for i in range(1, min(per_user, len(s) - 1) + 1):
+            hist.append(s[:-i])
+            targets.append(s[-i])
+    return hist, np.asarray(targets, dtype=np.int64)
+
+
+@torch.no_grad()
+def in_list_scores(model: SequentialRecommender, histories: list[np.ndarray], ids: np.ndarray,
+                   batch: int = 512) -> np.ndarray:
+    """SRM scores (u, n) of each user's candidates."""
+    out = []
+    for start in range(0, len(histories), batch):
+        seq, lengths = pad_histories(histories[start : start + batch], model.config.max_len)  # (b, t), (b,)
+        cand = torch.from_numpy(ids[start : start + batch])  # (b, n)
+        out.append(model.score_candidates(seq, lengths, cand).numpy())  # (b, n)
+    return np.concatenate(out) if out else np.zeros(ids.shape)
+
+
+def rerank_metrics(model: SequentialRecommender, histories: list[np.ndarray], ids: np.ndarray,
+                   targets: np.ndarray) -> dict[str, float]:
+    """Metrics of reranking the LLM's lists by the SRM; a target not in its list is a miss."""
+    return metrics_from_ranks(candidate_ranks(in_list_scores(model, histories, ids), ids, targets))
+
+
+def _brief(m: dict[str, float]) -> dict[str, float]:
+    return {k: m[k] for k in ("ndcg@10", "hr@10", "mrr@10")}
+
+
+def _load_inputs(llm_dir: str | Path, srm_dir: str | Path):
+    from llm_cloud.backends import load_backend
+
+    srm, meta, ds = load_srm_with_data(srm_dir)
+    if not Path(llm_dir).is_dir():
+        raise TandemError(f"LLM checkpoint folder {llm_dir} does not exist; pass the --out folder of "
+                          f"`tandem llm sft`")
+    backend = load_backend("transformers", Path(llm_dir))
+    fix = "train the LLM and the SRM on the same dataset"
+    if backend.artifact.n_items != ds.n_items:
+        raise TandemError(f"LLM checkpoint {llm_dir} knows {backend.artifact.n_items} items but SRM {srm_dir} "
+                          f"{ds.n_items}; {fix}")
+    fp = backend.artifact.meta.get("data_fingerprint")
+    if fp and fp != ds.fingerprint():
+        raise TandemError(f"LLM checkpoint {llm_dir} was trained on other data (fingerprint {fp}) than SRM "
+                          f"{srm_dir} ({ds.fingerprint()}); {fix}")
+    return srm, meta, ds, backend
+
+
+def _prepare_out(out: Path, run: dict, overwrite: bool) -> None:
+    """Wipe ``out`` on ``overwrite``; discard stale fine-tuning state (never the candidate cache) when settings or
+    inputs changed; record ``run``."""
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.json"
+
+    def comparable(r: dict) -> dict:
+        return {**r, "collab_config": {k: v for k, v in r["collab_config"].items() if k not in RESUMABLE}}
+
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            same = comparable(old) == comparable(run)
+        except (json.JSONDecodeError, KeyError):
+            same = False
+        if not same:  # fine-tuning is cheap; the cached lists stay (the cache checks its own LLM)
+            shutil.rmtree(out / "state", ignore_errors=True)
+            (out / "best.safetensors").unlink(missing_ok=True)
+    atomic_write_json(path, run)
+
+
+def train_collab(llm_dir: str | Path, srm_dir: str | Path, out: str | Path, cfg: CollabConfig,
+                 overwrite: bool = False, progress: bool | None = None) -> dict:
+    """Generate (or reuse) the LLM's lists, fine-tune the SRM inside them, write ``out/srm`` and ``out/report.json``;
+    returns the report."""
+    cfg.validate()
+    out = Path(out)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    srm, meta, ds, backend = _load_inputs(llm_dir, srm_dir)
+    run = {"collab_config": cfg.to_dict(), "llm": llm_identity(llm_dir),
+           "srm": {"folder": str(srm_dir), "weights": file_digest(Path(srm_dir) / ckpt.WEIGHTS)}}
+    _prepare_out(out, run, overwrite)
+    split = leave_one_out(ds.sequences)
+    n = cfg.n_candidates
+
+    # 1. the LLM's lists: training prefixes, then validation histories
+    cache = CandidateCache(out / "candidates")
+    t0 = time.perf_counter()
+    hist, targets = train_prefixes(split.train, cfg.prefixes_per_user)
+    if not len(targets):
+        raise TandemError(f"no training prefixes: every user of {ds.name!r} has fewer than 4 interactions; use a "
+                          f"dataset with longer sequences")
+    ids, _ = cache.lists(backend, hist, n, progress=progress)  # (m, n)
+    valid = split.valid
+    v_ids, _ = cache.lists(backend, valid.histories, n, progress=progress)  # (u, n)
+    seconds_candidates = time.perf_counter() - t0
+
+    # 2. fine-tune inside the lists
+    seq, lengths = pad_histories(hist, srm.config.max_len)  # (m, t), (m,)
+    examples = CollabExamples(seq, lengths, torch.from_numpy(targets), torch.from_numpy(ids))
+    full_valid = make_validator(split, srm.config.max_len, bool(meta.get("mask_history", False)))
+    before_full = _brief(full_valid(srm.eval()))
+
+    def validate(model: SequentialRecommender) -> dict[str, float]:
+        return rerank_metrics(model, valid.histories, v_ids, valid.targets)
+
+    t1 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    result = finetune(srm, examples, validate, out, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                      full_ce_weight=cfg.full_ce_weight, seed=cfg.seed, patience=cfg.patience, progress=progress)
+    seconds_finetune = time.perf_counter() - t1
+    after_full = _brief(full_valid(srm))
+
+    # 3. the checkpoint and the report
+    with atomic_directory(out / "srm") as tmp:
+        ckpt.save_weights(srm, tmp / ckpt.WEIGHTS)
+        ckpt.write_config(tmp, {k: v for k, v in meta.items() if k != "format_version"} | {
+            "collab": {"note": "LSC4Rec collab-tuned (arXiv 2502.08667): fine-tuned inside the LLM's candidate "
+                               "lists by `tandem train collab`", "base_srm": str(srm_dir), "llm": str(llm_dir),
+                       "collab_config": cfg.to_dict(), "best_epoch": result.best_epoch}})
+    llm_order = np.tile(-np.arange(n, dtype=np.float64), (len(valid.targets), 1))  # (u, n) the LLM's own ranks
+    report = {
+        "seconds_candidates": round(seconds_candidates, 2), "seconds_finetune": round(seconds_finetune, 2),
+        "n_examples": int(len(targets)), "n_valid_users": int(len(valid.targets)), "n_candidates": n,
+        "train_recall@n": float((ids == targets[:, None]).any(1).mean()),
+        "valid_recall@n": float((v_ids == valid.targets[:, None]).any(1).mean()),
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+        "best_epoch": result.best_epoch, "kept_original": result.best_epoch < 0, "epochs_run": result.epochs_run,
+        "stopped": result.stopped,
+        "valid_in_list": {"llm": _brief(metrics_from_ranks(candidate_ranks(llm_order, v_ids, valid.targets))),
+                          "srm": _brief(result.original_valid), "collab": _brief(result.best_valid)},
+        "valid_full": {"srm": before_full, "collab": after_full},
+        "history": result.history, "collab_config": cfg.to_dict(), "llm": str(llm_dir), "srm": str(srm_dir),
+    }
+    atomic_write_json(out / "report.json", report)
+    return report

@@ -1,0 +1,59 @@
+"""`tandem eval collab`: the end-to-end report of an artifact store on the test split (LSC4Rec, arXiv 2502.08667).
+
+Side by side, all on the same test users and the same LLM candidate lists (top ``n_candidates`` by trie-constrained
+beam search, read through the store's candidate cache):
+- LLM alone: the LLM's own order;
+- SRM alone: the independently trained SASRec, full-catalogue ranking (and inside the LLM's list);
+- every fusion rule, with that SRM and with the collaboratively trained SRM (generated head parameters applied);
+- NDCG@10 against request ratio for every request policy, with the SRM the server uses.
+Everything fitted (Platt, α, thresholds) is fitted on validation users, as in :mod:`eval.device`.
+"""
+
+from __future__ import annotations
+
+from eval.candidate_cache import CandidateCache
+from eval.device import DeviceEvalConfig, evaluate_device
+from eval.paramgen import load_paramgen
+from eval.split import leave_one_out
+from eval.srm import evaluate_checkpoint, load_srm_with_data
+from eval.thresholds import CachedLLMSource, first_users
+from srm_device.training.checkpoint import load_checkpoint
+from tandem.artifacts import Store
+
+
+def collab_report(store: Store, max_users: int | None = None, progress: bool | None = None) -> dict:
+    from llm_cloud.backends import load_backend
+
+    th = store.read_thresholds()
+    _, _, ds = load_srm_with_data(store.srm)
+    split = leave_one_out(ds.sequences)
+    valid, test = first_users(split.valid, max_users), first_users(split.test, max_users)
+    gen, book, _ = load_paramgen(store.paramgen)
+    source = CachedLLMSource(load_backend("transformers", store.llm), CandidateCache(store.collab / "candidates"))
+    cfg = DeviceEvalConfig(n_candidates=th.n_candidates, staleness=th.staleness, recent_k=th.recent_k,
+                           fusion=th.fusion)
+    runs = {}
+    for name, folder in (("srm", store.srm), ("collab", store.collab_srm)):
+        srm, _ = load_checkpoint(folder)
+        runs[name] = evaluate_device(srm, source, valid, test, cfg, gen, book)
+    full = evaluate_checkpoint(store.srm, "test").metrics if max_users is None else None
+    base, coll = runs["srm"], runs["collab"]
+    llm_alone = base["fusion"]["llm"]["ndcg@10"]
+    srm_alone = max(base["generated"]["ndcg@10"], full["ndcg@10"] if full else 0.0)
+    best_rule = max(base["fusion"], key=lambda r: base["fusion"][r]["ndcg@10"])
+    best_collab = max(coll["fusion"], key=lambda r: coll["fusion"][r]["ndcg@10"])
+    used = runs[th.srm]
+    return {
+        "n_users": base["meta"]["n_users"], "n_candidates": th.n_candidates, "staleness": th.staleness,
+        "llm_alone": base["fusion"]["llm"],
+        "srm_alone": {"full_catalogue": full, "in_llm_list_static": base["static"],
+                      "in_llm_list_generated": base["generated"]},
+        "fusion": base["fusion"], "fusion_collab_srm": coll["fusion"],
+        "collab_srm_in_llm_list_generated": coll["generated"],
+        "best": {"fusion_rule": best_rule, "fusion_ndcg@10": base["fusion"][best_rule]["ndcg@10"],
+                 "collab_rule": best_collab, "collab_ndcg@10": coll["fusion"][best_collab]["ndcg@10"],
+                 "ratio_to_better_single": max(base["fusion"][best_rule]["ndcg@10"],
+                                               coll["fusion"][best_collab]["ndcg@10"]) / max(llm_alone, srm_alone),
+                 "better_single_ndcg@10": max(llm_alone, srm_alone)},
+        "policies": used["policies"], "policies_srm": th.srm, "meta": {"srm": base["meta"], "collab": coll["meta"]},
+    }

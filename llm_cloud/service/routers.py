@@ -1,0 +1,78 @@
+"""Thin routes: pydantic at the edge, then one call into :class:`~llm_cloud.service.serving.TandemServing`.
+
+Sync handlers run in the server's thread pool, so a slow LLM call does not block health checks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from llm_cloud.service.errors import Unavailable, error_payload
+from llm_cloud.service.serving import TandemServing
+from tandem import protocol as p
+
+ERRORS = {code: {"model": p.ErrorResponse} for code in (400, 401, 404, 413, 422, 500, 501, 503)}
+
+ops = APIRouter(tags=["operations"])
+v1 = APIRouter(prefix="/v1", tags=["v1"], responses=ERRORS)
+
+
+async def get_serving(request: Request) -> TandemServing:
+    serving = getattr(request.app.state, "serving", None)
+    if serving is None:
+        raise Unavailable(f"the model stack is not ready: {not_ready_reason(request)}")
+    return serving
+
+
+Serving = Annotated[TandemServing, Depends(get_serving)]
+
+
+def not_ready_reason(request: Request) -> str:
+    return getattr(request.app.state, "load_error", None) or "still loading the artifact store"
+
+
+@ops.get("/healthz", summary="The process is alive")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", summary="The model stack is loaded", responses={503: {"model": p.ErrorResponse}})
+async def readyz(request: Request):
+    if getattr(request.app.state, "serving", None) is None:
+        reason = f"not ready: {not_ready_reason(request)}"
+        return JSONResponse(error_payload(503, reason, "service_unavailable"), status_code=503)
+    return {"status": "ready"}
+
+
+@ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    m = request.app.state.metrics
+    return Response(m.render(), media_type=m.content_type)
+
+
+@v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)")
+def recommend(body: p.RecommendRequest, serving: Serving) -> p.RecommendResponse:
+    return serving.recommend(body)
+
+
+@v1.post("/candidates", response_model=p.CandidatesResponse, summary="The LLM's candidate list for a history")
+def candidates(body: p.CandidatesRequest, serving: Serving) -> p.CandidatesResponse:
+    return serving.candidates(body)
+
+
+@v1.post("/parameters", response_model=p.ParametersResponse, summary="Generated SRM head parameters")
+def parameters(body: p.ParametersRequest, serving: Serving) -> p.ParametersResponse:
+    return serving.parameters(body)
+
+
+@v1.get("/parameters/codebook", response_model=p.Codebook, summary="The Persona codebook (download once)")
+def codebook(serving: Serving) -> p.Codebook:
+    return serving.codebook()
+
+
+@v1.get("/items/{item_id}", response_model=p.Item, summary="One catalogue item")
+def item(item_id: int, serving: Serving) -> p.Item:
+    return serving.item(item_id)

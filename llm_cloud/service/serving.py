@@ -1,0 +1,270 @@
+"""The service's handlers as a plain class (no web framework here, so tests can drive them directly).
+
+``POST /v1/recommend`` runs the device's steps on the server for thin clients, as LSC4Rec does on the device (Lv et al.
+2025, arXiv 2502.08667):
+
+1. the parameter generator maps the last ``recent_k`` items to head parameters, sent through the Persona codebook
+   exactly as a device receives them (prototype id + float16 edit);
+2. the SRM turns the history into a user vector through that head;
+3. candidates: an exact cached list for this history is used as is; else a cached list for a prefix of the history
+   that lags by at most ``staleness`` items goes to the request policy, which either reranks it or asks the LLM for a
+   fresh list; else the LLM generates one (``n_candidates`` long, trie-constrained beam search);
+4. the SRM scores the candidates and the fusion rule merges the two orders; the top ``k`` are returned.
+
+When the LLM fails, the answer is ranked with what is there (the stale cached list, or the SRM over the whole
+catalogue) and flagged ``degraded``; a recommendation never fails because of the LLM.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llm_cloud.backends import UnknownItemsError
+from llm_cloud.paramgen.model import recent_window
+from llm_cloud.paramgen.prototypes import encode
+from llm_cloud.service.errors import InvalidInput, NotFound, NotImplementedFeature, Unavailable
+from llm_cloud.service.metrics import Metrics
+from llm_cloud.service.stack import Stack
+from srm_device.head import HeadParams
+from srm_device.scoring import candidate_logits, catalogue_logits, fuse_list, policy_inputs, top_k, user_vector
+from tandem import protocol as p
+
+REASONING_MESSAGE = ("reasoning traces need a reasoning model (ThinkRec), which this build does not include; send "
+                     "`reasoning: false`")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A candidate list generated for one history: items (m,) best first, their LLM scores (m,), and the list length
+    that was asked for (``n``; ``m`` can be smaller when the catalogue is)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    cold_start: bool
+    n: int
+
+    def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.items[:n], self.scores[:n]
+
+
+class CandidateCache:
+    """A bounded, thread-safe LRU of candidate lists keyed by the exact history tuple."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._data: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: tuple[int, ...], need: int) -> CacheEntry | None:
+        """The entry for exactly this history if it is at least ``need`` long."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or entry.n < need:
+                return None
+            self._data.move_to_end(key)
+            return entry
+
+    def stale(self, key: tuple[int, ...], need: int, staleness: int) -> CacheEntry | None:
+        """The entry of the longest non-empty proper prefix that lags by at most ``staleness`` items."""
+        for lag in range(1, min(staleness, len(key) - 1) + 1):
+            entry = self.get(key[:-lag], need)
+            if entry is not None:
+                return entry
+        return None
+
+    def put(self, key: tuple[int, ...], entry: CacheEntry) -> None:
+        with self._lock:
+            self._data[key] = entry
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+
+class _Timer:
+    STAGES = ("parameters", "srm", "policy", "llm", "fusion", "total")
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[stage] = self.ms.get(stage, 0.0) + 1000.0 * (time.perf_counter() - start)
+
+
+class TandemServing:
+    """The handlers of every ``/v1`` route over one loaded :class:`Stack`.
+
+    The LLM backend is not thread-safe (transformers), so every LLM call holds ``llm_lock``; the SRM and the
+    parameter generator only run inference and are shared.
+    """
+
+    def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None) -> None:
+        self.stack = stack
+        self.cache = CandidateCache(cache_size)
+        self.metrics = metrics or Metrics()
+        self.llm_lock = threading.Lock()
+        book = stack.codebook
+        self._codebook = p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
+
+    # --- input checks ---------------------------------------------------------------------------------------------
+    def check_items(self, ids: list[int], param: str) -> list[int]:
+        """The ids as ints; :class:`InvalidInput` (422) naming every id outside the catalogue."""
+        n = self.stack.n_items
+        bad = sorted({int(i) for i in ids if not 1 <= int(i) <= n})
+        if bad:
+            shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
+            raise InvalidInput(f"unknown item ids in {param}: {shown}; valid ids are 1..{n} (the catalogue's dense "
+                               f"ids, see GET /v1/items/{{id}})", param=param)
+        return [int(i) for i in ids]
+
+    def user_history(self, user_id: int) -> list[int]:
+        """A known user's history: the whole sequence but the held-out last item (the test history)."""
+        seqs = self.stack.dataset.sequences
+        if not 0 <= user_id < len(seqs):
+            raise NotFound(f"unknown user_id {user_id}; this dataset has users 0..{len(seqs) - 1}", param="user_id")
+        return [int(i) for i in seqs[user_id][:-1]]
+
+    # --- shared steps ---------------------------------------------------------------------------------------------
+    def generate(self, history: list[int], n: int) -> CacheEntry:
+        """A fresh LLM list for this history, put in the cache. Raises whatever the backend raises."""
+        with self.llm_lock:
+            cand = self.stack.backend.beam_candidates([np.asarray(history, dtype=np.int64)], n)[0]
+        self.metrics.llm_generations.inc()
+        entry = CacheEntry(np.asarray(cand.items, dtype=np.int64), np.asarray(cand.scores, dtype=np.float64),
+                           bool(cand.cold_start), n)
+        self.cache.put(tuple(history), entry)
+        return entry
+
+    @torch.no_grad()
+    def generated_flat(self, history: list[int]) -> np.ndarray:
+        """(p,) head parameters the generator makes from the last ``recent_k`` items."""
+        recent = torch.tensor([recent_window(history, self.stack.thresholds.recent_k)], dtype=torch.long)  # (1, k)
+        return self.stack.generator(recent)[0].numpy()  # (p,)
+
+    def head(self, history: list[int]) -> HeadParams:
+        """The head a device would install: generated, then sent as prototype id + edit through the codebook."""
+        book = self.stack.codebook
+        flat = book.decode(*encode(book, self.generated_flat(history)[None]))[0]  # (p,)
+        return HeadParams.unflatten(flat, self.stack.generator.spec)
+
+    # --- routes ---------------------------------------------------------------------------------------------------
+    def recommend(self, req: p.RecommendRequest) -> p.RecommendResponse:
+        if req.reasoning:
+            raise NotImplementedFeature(REASONING_MESSAGE, param="reasoning")
+        st, th, t = self.stack, self.stack.thresholds, _Timer()
+        with t("total"):
+            history = self.user_history(req.user_id) if req.user_id is not None else self.check_items(
+                req.history or [], "history")
+            with t("parameters"):
+                head = self.head(history)
+            with t("srm"):
+                user = user_vector(st.srm, history, head)  # (1, d)
+            need = min(max(th.n_candidates, req.k), p.MAX_K)
+            decision = p.Decision(policy=th.policy, requested=False)
+            key = tuple(history)
+            entry = self.cache.get(key, need)
+            if entry is not None:
+                decision.cache_hit = True
+            else:
+                stale = self.cache.stale(key, need, th.staleness)
+                if stale is not None:
+                    with t("policy"):
+                        x = policy_inputs(st.srm, user, history, stale.items[:need], th.recent_k)
+                        decision.score = float(st.policy.score(x)[0])
+                        decision.threshold = float(st.threshold.tau)
+                        ask = bool(st.policy.decide(x, st.threshold)[0])
+                    if not ask:
+                        entry, decision.cache_hit = stale, True
+                if entry is None:
+                    decision.requested = True
+                    try:
+                        with t("llm"):
+                            entry = self.generate(history, need)
+                    except Exception:  # noqa: BLE001 - an LLM failure degrades the answer, never fails it
+                        decision.degraded, entry = True, stale
+                        self.metrics.degraded.inc()
+            (self.metrics.cache_hits if decision.cache_hit else self.metrics.cache_misses).inc()
+            if entry is None:
+                items, fusion = self._rank_catalogue(user, req.k, t), "srm"
+            else:
+                decision.cold_start = entry.cold_start
+                items, fusion = self._rank_list(user, entry, need, req.k, t), th.fusion
+        return p.RecommendResponse(items=items, fusion=fusion, decision=decision, timings_ms=t.ms)
+
+    def _rank_list(self, user: torch.Tensor, entry: CacheEntry, need: int, k: int,
+                   t: _Timer) -> list[p.RecommendedItem]:
+        ids, llm = entry.head(need)
+        with t("srm"):
+            srm = candidate_logits(self.stack.srm, user, ids)  # (c,)
+        with t("fusion"):
+            fused = fuse_list(self.stack.thresholds.fusion, self.stack.fusion_params, llm, srm)  # (c,)
+            order = top_k(fused, k)
+        return [self._item(int(ids[i]), float(fused[i]), float(llm[i]), float(srm[i])) for i in order]
+
+    def _rank_catalogue(self, user: torch.Tensor, k: int, t: _Timer) -> list[p.RecommendedItem]:
+        with t("srm"):
+            logits = catalogue_logits(self.stack.srm, user)  # (n,)
+            order = top_k(logits, k)
+        return [self._item(int(i) + 1, float(logits[i]), None, float(logits[i])) for i in order]
+
+    def _item(self, item: int, score: float, llm: float | None, srm: float) -> p.RecommendedItem:
+        return p.RecommendedItem(item_id=item, title=self.stack.dataset.catalogue.title(item), score=score,
+                                 llm_score=llm, srm_score=srm)
+
+    def candidates(self, req: p.CandidatesRequest) -> p.CandidatesResponse:
+        """The LLM's top ``n`` for a history, through the same cache as ``recommend``."""
+        history = self.check_items(req.history, "history")
+        entry = self.cache.get(tuple(history), req.n)
+        hit = entry is not None
+        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
+        if entry is None:
+            try:
+                entry = self.generate(history, req.n)
+            except UnknownItemsError as exc:
+                raise InvalidInput(str(exc), param="history") from None
+            except Exception as exc:  # noqa: BLE001
+                raise Unavailable(f"the LLM failed to generate candidates ({type(exc).__name__}: {exc}); retry, or "
+                                  f"rank with a cached list", param=None) from exc
+        ids, scores = entry.head(req.n)
+        return p.CandidatesResponse(items=ids.tolist(), scores=scores.tolist(), cold_start=entry.cold_start,
+                                    cache_hit=hit)
+
+    def parameters(self, req: p.ParametersRequest) -> p.ParametersResponse:
+        """Generated head parameters for the device's recent items (DUET), as a Persona prototype + edit or flat."""
+        recent = self.check_items(req.recent, "recent")
+        flat = self.generated_flat(recent)  # (p,)
+        spec = self.stack.generator.spec
+        out = p.ParametersResponse(encoding=req.encoding, hidden_size=spec.hidden_size, rank=spec.rank)
+        if req.encoding == "flat":
+            out.flat = flat.astype(np.float64).tolist()
+        else:
+            ids, coefs = encode(self.stack.codebook, flat[None])
+            out.prototype, out.coefs = int(ids[0]), coefs[0].astype(np.float64).tolist()
+        return out
+
+    def codebook(self) -> p.Codebook:
+        """The Persona codebook a device downloads once to decode prototype updates."""
+        return self._codebook
+
+    def item(self, item_id: int) -> p.Item:
+        cat = self.stack.dataset.catalogue
+        if not 1 <= item_id <= cat.n_items:
+            raise NotFound(f"unknown item id {item_id}; valid ids are 1..{cat.n_items}", param="item_id")
+        text = {name: values[item_id] for name, values in cat.fields.items() if values[item_id]}
+        return p.Item(item_id=item_id, raw_id=str(cat.raw_ids[item_id]), title=cat.title(item_id), text=text)

@@ -1,0 +1,112 @@
+"""Everything the service holds in memory, loaded once from an artifact store (:mod:`tandem.artifacts`).
+
+The stack is the cloud LLM (behind a backend), the device SRM the server runs for thin clients (``srm/``, or the
+LSC4Rec collaboratively fine-tuned ``collab/srm/`` when ``thresholds.json`` chose it, arXiv 2502.08667), the parameter
+generator with its Persona codebook, the dataset (catalogue and users' histories) and the fitted fusion and
+request-policy numbers. Anything missing or corrupt is a :class:`~tandem.errors.TandemError` whose message names the
+file and the fix, so ``tandem serve`` can print it in one line and ``/readyz`` can answer it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_cloud.backends import LLMBackend, load_backend
+from llm_cloud.paramgen.model import ParamGenerator
+from srm_device.fusion import FUSION_RULES, FusionParams, Platt
+from srm_device.models import SequentialRecommender
+from srm_device.persona import Codebook
+from srm_device.policies import POLICIES, RequestPolicy, Threshold, make_policy
+from tandem.artifacts import Store, Thresholds
+from tandem.data.dataset import SequenceDataset
+from tandem.errors import TandemError
+
+
+@dataclass
+class Stack:
+    """The loaded store. ``threshold`` is the request policy's calibrated threshold at ``thresholds.request_ratio``."""
+
+    store: Store
+    thresholds: Thresholds
+    backend: LLMBackend
+    srm: SequentialRecommender
+    generator: ParamGenerator
+    codebook: Codebook
+    dataset: SequenceDataset
+    fusion_params: FusionParams
+    policy: RequestPolicy
+    threshold: Threshold
+
+    @property
+    def n_items(self) -> int:
+        return self.dataset.n_items
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _fix(store: Store) -> str:
+    return f"run `tandem build --out {store.root}` (it rebuilds what is missing)"
+
+
+def _check_layout(store: Store, th: Thresholds) -> None:
+    if not store.root.is_dir():
+        raise TandemError(f"artifact store {store.root} does not exist; {_fix(store)}")
+    if not store.manifest.is_file():
+        raise TandemError(f"{store.manifest} is missing, so {store.root} is not a built store; {_fix(store)}")
+    folders = [store.llm, store.srm, store.paramgen] + ([store.collab_srm] if th.srm == "collab" else [])
+    for folder in folders:
+        if not folder.is_dir():
+            raise TandemError(f"{folder} is missing from the artifact store; {_fix(store)}")
+    if th.fusion not in FUSION_RULES:
+        raise TandemError(f"{store.thresholds}: unknown fusion rule {th.fusion!r} (known: {', '.join(FUSION_RULES)})"
+                          f"; {_fix(store)}")
+    if th.policy not in POLICIES:
+        raise TandemError(f"{store.thresholds}: unknown request policy {th.policy!r} (known: "
+                          f"{', '.join(sorted(POLICIES))}); {_fix(store)}")
+    ratio = f"{th.request_ratio:g}"
+    if ratio not in th.thresholds.get(th.policy, {}):
+        raise TandemError(f"{store.thresholds} has no threshold for policy {th.policy!r} at request ratio {ratio}; "
+                          f"{_fix(store)}")
+
+
+def _load(store: Store, backend: str, backend_options: dict) -> Stack:
+    from eval.paramgen import load_paramgen
+    from eval.srm import load_srm_with_data
+    from srm_device.training.checkpoint import load_checkpoint
+
+    store.read_manifest()  # raises on a corrupt manifest
+    th = store.read_thresholds()
+    _check_layout(store, th)
+    srm, _, ds = load_srm_with_data(store.srm)
+    if th.srm == "collab":
+        srm, _ = load_checkpoint(store.collab_srm)
+        if srm.n_items != ds.n_items:
+            raise TandemError(f"{store.collab_srm} has {srm.n_items} items but {store.srm} has {ds.n_items}; "
+                              f"{_fix(store)}")
+    srm.eval().requires_grad_(False)
+    gen, book, meta = load_paramgen(store.paramgen)
+    if meta["n_items"] != ds.n_items or meta["hidden_size"] != srm.config.hidden_size:
+        raise TandemError(f"{store.paramgen} was trained for another SRM ({meta['n_items']} items, width "
+                          f"{meta['hidden_size']}); {_fix(store)}")
+    llm = load_backend(backend, store.llm, **backend_options)
+    if llm.artifact.n_items != ds.n_items:
+        raise TandemError(f"{store.llm} knows {llm.artifact.n_items} items but the SRM's dataset has {ds.n_items}; "
+                          f"{_fix(store)}")
+    pt = th.thresholds[th.policy][f"{th.request_ratio:g}"]
+    params = FusionParams(Platt(*th.srm_platt), Platt(*th.llm_platt), th.alpha)
+    return Stack(store, th, llm, srm, gen, book, ds, params, make_policy(th.policy),
+                 Threshold(pt.tau, pt.p_tie, pt.ratio))
+
+
+def load_stack(store_dir: str | Path, backend: str = "transformers", **backend_options) -> Stack:
+    """Load the store at ``store_dir``; any failure is a one-line :class:`TandemError` with the reason."""
+    store = Store(Path(store_dir))
+    try:
+        return _load(store, backend, backend_options)
+    except TandemError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in many libraries; report it as such
+        raise TandemError(f"artifact store {store.root} could not be loaded ({type(exc).__name__}: {exc}); "
+                          f"{_fix(store)}") from exc

@@ -1,0 +1,86 @@
+"""``tandem serve``: the recommendation service (FastAPI under uvicorn) over an artifact store.
+
+A store without ``manifest.json`` is built first (the embedded default: ML-100K, ``tiny`` profile). The whole stack is
+loaded before the server starts, so a missing or corrupt store is one error line and exit code 2, not a server that
+answers 503.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tandem.cli.common import add_parser
+from tandem.errors import TandemError
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tandem.artifacts import Store, default_store
+
+    root = Path(args.artifacts).expanduser() if args.artifacts else default_store()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not Store(root).manifest.is_file():
+        if root.exists() and not root.is_dir():
+            raise TandemError(f"--artifacts {root} is a file; pass an artifact store folder")
+        print(f"tandem: no artifact store at {root}: building the embedded default (ML-100K, tiny profile) into it "
+              f"first; this takes a while once", file=sys.stderr)
+        try:
+            from eval.build import ensure_built
+        except ImportError as exc:
+            raise TandemError(f"this checkout cannot build an artifact store ({exc}); pass --artifacts with a built "
+                              f"store") from None
+        ensure_built(root)
+    from llm_cloud.service.app import create_app
+    from llm_cloud.service.stack import load_stack
+
+    stack = load_stack(root, args.backend)  # a TandemError here is one line and exit code 2
+    app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size)
+    import uvicorn
+
+    print(f"tandem: serving {root} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        stack.close()
+    return 0
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): POST /v1/recommend, /v1/candidates, "
+                   "/v1/parameters, GET /v1/items/{id}, /healthz, /readyz, /metrics, docs at /docs; builds the "
+                   "embedded default store first when --artifacts has no manifest.json", _serve)
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="LLM backend (default: transformers; vllm needs the [vllm] extra)")
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--cache-size", type=_positive, default=4096,
+                   help="candidate lists kept in the server's LRU cache (default: 4096)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default: info)")

@@ -1,0 +1,117 @@
+"""The HTTP protocol between devices (and thin clients) and the cloud: pydantic request and response models.
+
+The service (:mod:`llm_cloud.service`) and the device client (:mod:`srm_device.client`) both import these models, so
+the wire format is defined once. Limits live here too, so a request that breaks one is refused with the same message
+on both sides. Item ids are Tandem's dense ids (1..N); ``GET /v1/items/{id}`` maps them to titles and raw ids.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_HISTORY = 200  # items per request; longer histories are refused (the models read at most 50)
+MAX_K = 100  # items per recommendation / candidate list
+MAX_BODY_BYTES = 64 * 1024  # request bodies above this are refused with 413
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+History = list[int]
+
+
+class RecommendRequest(_Strict):
+    """Either a known user (their training history is looked up) or an explicit history, oldest item first."""
+
+    user_id: int | None = Field(None, ge=0, description="dense user index of the served dataset (0-based)")
+    history: History | None = Field(None, max_length=MAX_HISTORY, description="item ids, oldest first")
+    k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
+    reasoning: bool = Field(False, description="also return a reasoning trace (needs a reasoning model)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError("give exactly one of user_id and history")
+        return self
+
+
+class Decision(BaseModel):
+    policy: str = Field(description="the request policy that decided")
+    requested: bool = Field(description="whether fresh LLM candidates were generated for this request")
+    score: float | None = Field(None, description="the policy's score (higher = more reason to ask the LLM)")
+    threshold: float | None = Field(None, description="the calibrated threshold the score was compared with")
+    cache_hit: bool = Field(False, description="the candidate list came from the server's cache")
+    degraded: bool = Field(False, description="the LLM could not be used; ranked with what was available")
+    cold_start: bool = Field(False, description="empty history: popularity candidates")
+
+
+class RecommendedItem(BaseModel):
+    item_id: int
+    title: str
+    score: float = Field(description="fused score (higher is better)")
+    llm_score: float | None = Field(description="sequence log-probability of the item under the LLM")
+    srm_score: float = Field(description="the device SRM's logit for the item")
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    fusion: str
+    decision: Decision
+    reasoning: str | None = None
+    timings_ms: dict[str, float] = Field(description="per stage: llm, srm, fusion, total")
+
+
+class CandidatesRequest(_Strict):
+    history: History = Field(max_length=MAX_HISTORY, description="item ids, oldest first")
+    n: int = Field(100, ge=1, le=MAX_K, description="list length")
+
+
+class CandidatesResponse(BaseModel):
+    items: list[int] = Field(description="best first; no duplicates, only real items")
+    scores: list[float] = Field(description="sequence log-probabilities, aligned with items")
+    cold_start: bool = False
+    cache_hit: bool = False
+
+
+class ParametersRequest(_Strict):
+    recent: History = Field(max_length=MAX_HISTORY, description="the device's most recent items, oldest first")
+    encoding: Literal["prototype", "flat"] = Field(
+        "prototype", description="prototype: a Persona prototype id plus edit coefficients (the device holds the "
+        "codebook from GET /v1/parameters/codebook); flat: the whole generated head")
+
+
+class ParametersResponse(BaseModel):
+    encoding: Literal["prototype", "flat"]
+    prototype: int | None = None
+    coefs: list[float] | None = None
+    flat: list[float] | None = None
+    hidden_size: int
+    rank: int
+
+
+class Codebook(BaseModel):
+    prototypes: list[list[float]]  # (P, p)
+    basis: list[list[float]]  # (p, m)
+
+
+class Item(BaseModel):
+    item_id: int
+    raw_id: str
+    title: str
+    text: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every 4xx/5xx answer."""
+
+    error: ErrorBody
