@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-DEMO_OUT ?= runs/demo-sasrec
 
 .PHONY: demo test test-vllm lint clean
 

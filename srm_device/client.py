@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from srm_device.persona import Codebook
-from tandem.protocol import CandidatesRequest, CandidatesResponse, ParametersRequest, ParametersResponse
+from tandem.protocol import MAX_HISTORY, CandidatesRequest, CandidatesResponse, ParametersRequest, ParametersResponse
 from tandem.protocol import Codebook as CodebookMessage
 
 
@@ -60,7 +60,8 @@ class HTTPCloudClient:
         return resp.content
 
     def candidates(self, history: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
-        body = CandidatesRequest(history=[int(i) for i in history], n=n).model_dump_json()
+        """The cloud's list for the last MAX_HISTORY items (the protocol's limit; the LLM reads fewer anyway)."""
+        body = CandidatesRequest(history=[int(i) for i in history[-MAX_HISTORY:]], n=n).model_dump_json()
         msg = CandidatesResponse.model_validate_json(self._call("POST", "/v1/candidates", body))
         return np.asarray(msg.items, dtype=np.int64), np.asarray(msg.scores, dtype=np.float64)
 

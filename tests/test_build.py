@@ -130,6 +130,12 @@ def test_simulation_over_http(live_store) -> None:
     assert report["calls"]["/v1/parameters/codebook"] == 1
     assert report["bytes_per_user"]["down"] > report["bytes_per_user"]["up"] > 0
     assert report["latency_ms"]["/v1/candidates"]["p99"] >= report["latency_ms"]["/v1/candidates"]["p50"] > 0
+    from srm_device.client import HTTPCloudClient
+
+    client = HTTPCloudClient(server.url)
+    ids, scores = client.candidates(list(range(1, 21)) * 15, 5)  # 300 items: the client sends the last 200
+    assert len(ids) == len(scores) == 5 and client.traffic.calls == {"/v1/candidates": 1}
+    client.close()
     always = simulate(server.url, Store(root), SimulateConfig(policy="always", request_ratio=0.5, max_users=5),
                       progress=False)
     assert always["request_ratio"] == 1.0 and always["n_users"] == 5

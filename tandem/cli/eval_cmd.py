@@ -98,7 +98,8 @@ def _eval_collab(args: argparse.Namespace) -> int:
         print(f"{name:<18}{m['ndcg@10']:>9.4f}{m['hr@10']:>9.4f}")
     print(f"best fusion {best['fusion_rule']} {best['fusion_ndcg@10']:.4f}, with the collaborative SRM "
           f"{best['collab_rule']} {best['collab_ndcg@10']:.4f}: {best['ratio_to_better_single']:.3f}x the better "
-          f"single model ({best['better_single_ndcg@10']:.4f})")
+          f"single model ({best['better_single_ndcg@10']:.4f}), {best['ratio_to_srm_reranking_llm_list']:.3f}x the "
+          f"SRM's own order inside the LLM's list")
     write_json(args.json, report)
     if args.plot:
         title = f"NDCG@10 against request ratio ({report['policies_srm']} SRM, {report['staleness']}-item-stale cache)"
