@@ -1,0 +1,107 @@
+"""CKI on recommendation models (arXiv 2501.07596): splice two SASRec checkpoints and compare with each parent.
+
+Parents are two `tandem train srm` runs on the same data (e.g. different seeds). The merges: a plain average
+(`linear`), CKI with the data-free local compatibility, and CKI with the local compatibility learned for a few steps
+on training windows (calibration data: the SASRec training loss, parents frozen). The better parent (by validation
+NDCG@10) is the anchor. Everything is measured on the same run, validation and test, full ranking:
+
+    OMP_NUM_THREADS=1 python -m bench.merge_sasrec runs/sasrec runs/sasrec_s7 [--steps 50] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.evaluate import evaluate_case
+from eval.split import leave_one_out
+from eval.srm import load_srm_with_data
+from merging.methods import make_method
+from merging.methods.cki import LocalCompat, fit_local_compat
+from merging.state_dict import merge_state_dicts
+from srm_device.training.windows import make_windows
+
+
+class TrainingLoss(torch.nn.Module):
+    """forward = the SRM's training loss, so torch.func.functional_call can evaluate spliced parameters."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return self.m.calculate_loss(seq, tgt)
+
+
+def learned_compat(child, sds: list[dict], train: list[np.ndarray], steps: int, batch: int, seed: int) -> LocalCompat:
+    x, y = make_windows(train, child.config.max_len, 10)  # (w, L), (w, L)
+    rng = np.random.default_rng(seed)
+    keys = [k for k in sds[0] if sds[0][k].is_floating_point()]
+    wrapped = TrainingLoss(child)
+
+    def loss_fn(spliced: list[torch.Tensor]) -> torch.Tensor:
+        idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
+        xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])  # (b, L), (b, L)
+        return torch.func.functional_call(wrapped, {f"m.{k}": v for k, v in zip(keys, spliced)}, (xb, yb))
+
+    child.train()
+    compat = fit_local_compat(loss_fn, [(sds[0][k], sds[1][k]) for k in keys], steps=steps, lr=0.05)
+    child.eval()
+    return compat
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("parents", nargs=2, help="two SRM checkpoint folders trained on the same data")
+    p.add_argument("--steps", type=int, default=50, help="steps to learn the local compatibility (default 50)")
+    p.add_argument("--batch", type=int, default=256, help="training windows per step (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the results as JSON")
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+
+    loaded = [load_srm_with_data(folder) for folder in args.parents]
+    if loaded[0][2].fingerprint() != loaded[1][2].fingerprint():
+        raise SystemExit("the two checkpoints were trained on different data")
+    split = leave_one_out(loaded[0][2].sequences)
+    max_len = loaded[0][0].config.max_len
+
+    def measure(model) -> dict[str, float]:
+        model.eval()
+        return {name: evaluate_case(model.full_sort_scores, case, max_len)["ndcg@10"]
+                for name, case in (("valid", split.valid), ("test", split.test))}
+
+    rows = {f"parent {folder}": measure(m) for folder, (m, _, _) in zip(args.parents, loaded)}
+    order = sorted(range(2), key=lambda i: -list(rows.values())[i]["valid"])  # better parent first: the anchor
+    models = [loaded[i][0] for i in order]
+    sds = [m.state_dict() for m in models]
+    child = copy.deepcopy(models[0])
+    seconds = {}
+    for name, method, extra in (("linear", "linear", None), ("cki data-free", "cki", None)):
+        t0 = time.perf_counter()
+        child.load_state_dict(merge_state_dicts(make_method(method), sds, [0.5, 0.5], extra=extra))
+        seconds[name] = time.perf_counter() - t0
+        rows[name] = measure(child)
+    t0 = time.perf_counter()
+    compat = learned_compat(child, sds, split.train, args.steps, args.batch, args.seed)
+    child.load_state_dict(merge_state_dicts(make_method("cki"), sds, [0.5, 0.5], extra={"local_compat": compat}))
+    seconds["cki learned"] = time.perf_counter() - t0
+    rows["cki learned"] = measure(child)
+
+    best = max(r["test"] for k, r in rows.items() if k.startswith("parent"))
+    print(f"SASRec parents and merges, full ranking, {len(split.test.targets)} users; NDCG@10")
+    print(f"{'':<34}{'valid':>9}{'test':>9}{'test / best parent':>20}")
+    for name, r in rows.items():
+        print(f"{name:<34}{r['valid']:>9.4f}{r['test']:>9.4f}{r['test'] / best:>20.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"ndcg@10": rows, "merge_seconds": seconds, "steps": args.steps}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The merge recipe, in the spirit of mergekit's YAML: which LoRA adapters, which method with which parameters, which
+output rank and where. Validated with pydantic at the edge; every error is one line naming field, value and rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tandem.errors import TandemError
+
+
+class AdapterSpec(BaseModel):
+    """One input adapter: a PEFT LoRA folder and its merge weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+    weight: float = Field(1.0, description="merge weight of this adapter (default 1.0)")
+
+
+class MergeConfig(BaseModel):
+    """A LoRA merge: ``adapters`` merged on exact ΔW with ``method`` and ``parameters``, re-factorised to ``rank``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str | None = Field(None, description="expected base_model_name_or_path of every adapter (checked)")
+    adapters: list[AdapterSpec] = Field(min_length=2, description="at least two adapters with weights")
+    method: str = Field(description="registered merge method, e.g. linear, ties, dare_ties, cki, caps")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="method parameters, e.g. density, scale")
+    calibration: str | None = Field(None, description="calibration data for methods that use it (CKI, CAPS)")
+    rank: int | None = Field(None, ge=1,
+                             description="output LoRA rank (default: the adapters' r, the largest if they differ)")
+    out: str = Field(description="output adapter folder (written atomically)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from merging.methods import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"unknown merge method; known methods are {', '.join(sorted(METHODS))}")
+        return value
+
+
+def first_error(exc: ValidationError) -> str:
+    """One line: field, value, rule."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}; valid keys are {', '.join(MergeConfig.model_fields)}"
+    if err["type"] == "missing":
+        return f"{where} is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}={err.get('input')!r}: {msg}"
+
+
+def make_config(values: dict[str, Any], source: str = "merge config") -> MergeConfig:
+    """Validate a dict into a MergeConfig, or raise a one-line TandemError."""
+    try:
+        return MergeConfig(**values)
+    except ValidationError as exc:
+        raise TandemError(f"{source} {first_error(exc)}; see `tandem merge --help`") from None
+
+
+def load_config(path: str | Path) -> MergeConfig:
+    """Read a merge YAML (see :class:`MergeConfig`); a missing/invalid file is a one-line TandemError."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise TandemError(f"merge config {path} does not exist; pass --config with a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TandemError(f"merge config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise TandemError(f"merge config {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    return make_config(raw, source=f"merge config {path}:")
