@@ -77,7 +77,7 @@ def main() -> None:
         return {name: evaluate_case(model.full_sort_scores, case, max_len)["ndcg@10"]
                 for name, case in (("valid", split.valid), ("test", split.test))}
 
-    rows = {f"parent {folder}": measure(m) for folder, (m, _, _) in zip(args.parents, loaded)}
+    rows = {f"parent {tag} {folder}": measure(m) for tag, folder, (m, _, _) in zip("AB", args.parents, loaded)}
     order = sorted(range(2), key=lambda i: -list(rows.values())[i]["valid"])  # better parent first: the anchor
     models = [loaded[i][0] for i in order]
     sds = [m.state_dict() for m in models]

@@ -1,0 +1,275 @@
+"""Real evaluation of LoRA expert merging (issue 7): two experts on two distinct tasks, merged with every method.
+
+Base: SmolLM2-135M-Instruct (fp32, offline, ``llm_cloud.generative.smollm.base_model_dir``). Tasks:
+
+- ``rec``: ML-100K next-movie prediction in text. Prompt = the titles of the user's last ``--history`` (8) items,
+  target = the next item's title. Training samples: random (user, position) pairs from the leave-one-out *train*
+  sequences (``eval.split.leave_one_out``); held-out: the *test* split (last item), ``--eval`` random users.
+- ``math``: reasoning-gym ``gsm_symbolic`` question → "The answer is N."; training items from seed 1, held-out
+  items from seed 2 (questions that also occur in training are dropped).
+
+One LoRA expert per task (r=8, alpha=16, q/k/v/o_proj, dropout 0), AdamW lr ``--lr`` for ``--steps`` steps of
+``--batch`` examples (default 50 × 8 = 400 samples per task), loss on the target tokens only; an expert whose folder
+exists under ``--out-dir`` is reused. The two experts are merged with every method in ``merging.methods.METHODS``
+(weights 0.5/0.5, output rank 8; ties/dare density 0.5, task_arithmetic scale 1.0, cki/caps defaults) through
+``merging.run.run_merge``. Metrics on the held-out sets (default 64 each): mean per-token NLL of the target tokens
+(token-weighted, ↓) for base, experts and merges; for rec also hit@1 among the target and ``--negatives`` (19) random
+other titles, ranked by the summed log-likelihood of the title given the prompt. Run:
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.merge_eval [--steps 50 --eval 64] [--out-dir runs/merge_eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from merging.config import make_config
+from merging.methods import METHODS
+from merging.run import run_merge
+
+Example = tuple[str, str]  # (prompt, target)
+PARAMS = {"ties": {"density": 0.5}, "dare_linear": {"density": 0.5}, "dare_ties": {"density": 0.5},
+          "task_arithmetic": {"scale": 1.0}}
+
+
+def rec_data(n_train: int, n_eval: int, history: int, negatives: int, seed: int):
+    """(train examples, eval examples, per-eval-example candidate titles with the target first)."""
+    from eval.split import leave_one_out
+    from tandem.data.options import DatasetOptions, load_dataset
+
+    ds = load_dataset(DatasetOptions())
+    split = leave_one_out(ds.sequences)
+    title = ds.catalogue.title
+    rng = random.Random(seed)
+
+    def prompt(hist) -> str:
+        return "Movies watched, in order: " + "; ".join(title(int(i)) for i in hist[-history:]) + ".\nNext movie:"
+
+    pairs = [(u, t) for u, s in enumerate(split.train) for t in range(1, len(s))]
+    train = [(prompt(split.train[u][:t]), " " + title(int(split.train[u][t]))) for u, t in rng.sample(pairs, n_train)]
+    users = rng.sample(range(len(split.test.targets)), n_eval)
+    test = [(prompt(split.test.histories[u]), " " + title(int(split.test.targets[u]))) for u in users]
+    n_items = ds.catalogue.n_items
+    cands = []
+    for u in users:
+        tgt = int(split.test.targets[u])
+        neg = set()
+        while len(neg) < negatives:
+            j = rng.randint(1, n_items)
+            if j != tgt and title(j) != title(tgt):
+                neg.add(j)
+        cands.append([" " + title(tgt)] + [" " + title(j) for j in sorted(neg)])
+    return train, test, cands
+
+
+def math_data(n_train: int, n_eval: int) -> tuple[list[Example], list[Example]]:
+    from reasoning_gym import create_dataset
+
+    def ex(item) -> Example:
+        return f"Question: {item['question']}\nAnswer:", f" The answer is {item['answer']}."
+
+    train = [ex(x) for x in create_dataset("gsm_symbolic", size=n_train, seed=1)]
+    seen = {p for p, _ in train}
+    test = [e for e in (ex(x) for x in create_dataset("gsm_symbolic", size=2 * n_eval, seed=2)) if e[0] not in seen]
+    return train, test[:n_eval]
+
+
+def encode(tok, batch: list[Example], eos: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids (b, L), attention mask (b, L), labels (b, L) with -100 outside the target."""
+    rows = []
+    for p, t in batch:
+        pi = tok(p, add_special_tokens=False)["input_ids"]
+        ti = tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+        rows.append((pi + ti, [-100] * len(pi) + ti))
+    n = max(len(r[0]) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.tensor([r[0] + [pad] * (n - len(r[0])) for r in rows])
+    mask = torch.tensor([[1] * len(r[0]) + [0] * (n - len(r[0])) for r in rows])
+    labels = torch.tensor([r[1] + [-100] * (n - len(r[1])) for r in rows])
+    return ids, mask, labels
+
+
+def token_nll(model, tok, batch: list[Example], eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed target NLL per example (b,) and target token counts (b,)."""
+    ids, mask, labels = encode(tok, batch, eos)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (b, L-1, V)
+    tgt = labels[:, 1:]  # (b, L-1)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none")
+    keep = (tgt != -100).float()
+    return (nll * keep).sum(1), keep.sum(1)
+
+
+def load_base(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def train_expert(base_dir: Path, tok, data: list[Example], out: Path, steps: int, batch: int, lr: float,
+                 seed: int) -> float:
+    """Train and save one LoRA expert; returns the mean loss of the last 10 steps."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(load_base(base_dir), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for step in range(steps):
+        nll, cnt = token_nll(model, tok, data[step * batch:(step + 1) * batch])
+        loss = nll.sum() / cnt.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps - 1:
+            print(f"  {out.name} step {step + 1}/{steps} loss {loss.item():.4f}", flush=True)
+    model.save_pretrained(str(out))  # safetensors
+    tail = losses[-10:]
+    return sum(tail) / len(tail)
+
+
+@torch.no_grad()
+def mean_nll(model, tok, data: list[Example], bs: int = 16) -> float:
+    tot, cnt = 0.0, 0.0
+    for i in range(0, len(data), bs):
+        s, c = token_nll(model, tok, data[i:i + bs])
+        tot, cnt = tot + s.sum().item(), cnt + c.sum().item()
+    return tot / cnt
+
+
+@torch.no_grad()
+def hit_at_1(model, tok, data: list[Example], cands: list[list[str]]) -> float:
+    """Share of examples whose target (candidate 0) has the highest summed log-likelihood among its candidates."""
+    hits = 0
+    for (prompt, _), cs in zip(data, cands):
+        s, _ = token_nll(model, tok, [(prompt, c) for c in cs], eos=False)
+        hits += int(torch.argmin(s).item() == 0)
+    return hits / len(data)
+
+
+@torch.no_grad()
+def forward_ms(model, tok, prompt: str, reps: int = 10) -> float:
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    model(input_ids=ids)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        model(input_ids=ids)
+    return 1000 * (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out-dir", default="runs/merge_eval", help="experts, merges and report (default %(default)s)")
+    p.add_argument("--json", default=None, help="report file (default OUT_DIR/report.json)")
+    p.add_argument("--steps", type=int, default=50, help="training steps per expert (default %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="training batch (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default %(default)s)")
+    p.add_argument("--eval", type=int, default=64, help="held-out examples per task (default %(default)s)")
+    p.add_argument("--history", type=int, default=8, help="rec prompt: last N titles (default %(default)s)")
+    p.add_argument("--negatives", type=int, default=19, help="rec hit@1 negatives, 0 = skip (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from llm_cloud.generative.smollm import base_model_dir
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    base_dir = base_model_dir()
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    n_train = args.steps * args.batch
+    rec_train, rec_test, cands = rec_data(n_train, args.eval, args.history, args.negatives, args.seed)
+    math_train, math_test = math_data(n_train, args.eval)
+    times["data"] = time.perf_counter() - t
+    sizes = {"train_per_task": n_train, "steps": args.steps, "batch": args.batch, "eval_rec": len(rec_test),
+             "eval_math": len(math_test), "negatives": args.negatives,
+             "max_prompt_tokens": {k: max(len(tok(e[0])["input_ids"]) for e in d) for k, d in
+                                   (("rec", rec_train + rec_test), ("math", math_train + math_test))}}
+    print("sizes:", json.dumps(sizes), flush=True)
+
+    experts = {"rec": out / "expert_rec", "math": out / "expert_math"}
+    final_loss = {}
+    for name, data in (("rec", rec_train), ("math", math_train)):
+        t = time.perf_counter()
+        if experts[name].is_dir():
+            print(f"expert {name}: reusing {experts[name]}")
+        else:
+            final_loss[name] = train_expert(base_dir, tok, data, experts[name], args.steps, args.batch, args.lr,
+                                            args.seed)
+        times[f"train_{name}"] = time.perf_counter() - t
+
+    merges = {}
+    t = time.perf_counter()
+    for method in sorted(METHODS):
+        folder = out / f"merge_{method}"
+        cfg = make_config({"adapters": [{"path": str(experts["rec"]), "weight": 0.5},
+                                        {"path": str(experts["math"]), "weight": 0.5}],
+                           "method": method, "parameters": PARAMS.get(method, {}), "rank": 8, "out": str(folder)})
+        rep = run_merge(cfg, progress=False)
+        merges[method] = {"path": folder, "rank": rep["rank"], "svd_error_mean": rep["reconstruction_error"]["mean"]}
+    times["merge_all"] = time.perf_counter() - t
+
+    model = PeftModel.from_pretrained(load_base(base_dir), str(experts["rec"]), adapter_name="expert rec")
+    model.eval()
+    adapters = {"expert rec": experts["rec"], "expert math": experts["math"],
+                **{f"merge {m}": v["path"] for m, v in merges.items()}}
+    rows: dict[str, dict] = {}
+    for name in ["base", *adapters]:
+        t = time.perf_counter()
+        if name not in ("base", "expert rec"):
+            model.load_adapter(str(adapters[name]), adapter_name=name)
+        if name != "base":
+            model.set_adapter(name)
+        with model.disable_adapter() if name == "base" else torch.no_grad():
+            row = {"rec_nll": mean_nll(model, tok, rec_test), "math_nll": mean_nll(model, tok, math_test)}
+            if args.negatives:
+                row["rec_hit1"] = hit_at_1(model, tok, rec_test, cands)
+            if name in ("expert rec", "merge cki"):
+                row["forward_ms"] = forward_ms(model, tok, rec_test[0][0])
+        row["avg_nll"] = (row["rec_nll"] + row["math_nll"]) / 2
+        rows[name] = row
+        times[f"eval {name}"] = time.perf_counter() - t
+        print(f"{name:24s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
+
+    baselines = {m: rows[f"merge {m}"]["avg_nll"] for m in merges if m not in ("cki", "caps")}
+    best_name = min(baselines, key=baselines.get)
+    best = baselines[best_name]
+    for m in merges:
+        rows[f"merge {m}"]["vs_best_baseline"] = rows[f"merge {m}"]["avg_nll"] - best
+    target = {m: rows[f"merge {m}"]["avg_nll"] <= best for m in ("cki", "caps") if m in merges}
+    hdr = f"{'model':22s} {'rec NLL↓':>9s} {'math NLL↓':>9s} {'avg↓':>7s} {'rec hit@1':>9s} {'Δavg vs best':>12s}"
+    print("\n" + hdr + "\n" + "-" * len(hdr))
+    for name, r in rows.items():
+        delta = f"{r['vs_best_baseline']:+.4f}" if "vs_best_baseline" in r else ""
+        hit = f"{r['rec_hit1']:.3f}" if "rec_hit1" in r else "-"
+        print(f"{name:22s} {r['rec_nll']:9.4f} {r['math_nll']:9.4f} {r['avg_nll']:7.4f} {hit:>9s} {delta:>12s}")
+    print(f"\nbest baseline merge (avg NLL): {best_name} {best:.4f}; CKI/CAPS matches or beats it: {target}")
+    print(f"merged rank: {sorted({v['rank'] for v in merges.values()})} = experts' rank 8; forward ms (1 thread): "
+          f"expert {rows['expert rec'].get('forward_ms', 0):.1f}, merged {rows['merge cki'].get('forward_ms', 0):.1f}")
+    print("times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    report = {"sizes": sizes, "args": vars(args), "train_final_loss": final_loss, "rows": rows,
+              "best_baseline_merge": best_name, "cki_caps_meet_target": target,
+              "merges": {m: {k: str(v) if k == "path" else v for k, v in d.items()} for m, d in merges.items()},
+              "times_s": times}
+    path = Path(args.json) if args.json else out / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()
