@@ -9,14 +9,14 @@ Base: SmolLM2-135M-Instruct (fp32, offline, ``llm_cloud.generative.smollm.base_m
   items from seed 2 (questions that also occur in training are dropped).
 
 One LoRA expert per task (r=8, alpha=16, q/k/v/o_proj, dropout 0), AdamW lr ``--lr`` for ``--steps`` steps of
-``--batch`` examples (default 50 × 8 = 400 samples per task), loss on the target tokens only; an expert whose folder
+``--batch`` examples (default 40 × 8 = 320 samples per task), loss on the target tokens only; an expert whose folder
 exists under ``--out-dir`` is reused. The two experts are merged with every method in ``merging.methods.METHODS``
 (weights 0.5/0.5, output rank 8; ties/dare density 0.5, task_arithmetic scale 1.0, cki/caps defaults) through
 ``merging.run.run_merge``. Metrics on the held-out sets (default 64 each): mean per-token NLL of the target tokens
 (token-weighted, ↓) for base, experts and merges; for rec also hit@1 among the target and ``--negatives`` (19) random
 other titles, ranked by the summed log-likelihood of the title given the prompt. Run:
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.merge_eval [--steps 50 --eval 64] [--out-dir runs/merge_eval]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.merge_eval [--steps 40 --eval 64] [--out-dir runs/merge_eval]
 """
 
 from __future__ import annotations
@@ -81,29 +81,32 @@ def math_data(n_train: int, n_eval: int) -> tuple[list[Example], list[Example]]:
     return train, test[:n_eval]
 
 
-def encode(tok, batch: list[Example], eos: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids (b, L), attention mask (b, L), labels (b, L) with -100 outside the target."""
+def encode(tok, batch: list[Example], eos: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Left-padded ids (b, L), attention mask (b, L), labels (b, L) with -100 outside the target, and the longest
+    target length (targets end every row, so only the last positions need logits)."""
     rows = []
     for p, t in batch:
         pi = tok(p, add_special_tokens=False)["input_ids"]
         ti = tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
-        rows.append((pi + ti, [-100] * len(pi) + ti))
+        rows.append((pi + ti, [-100] * len(pi) + ti, len(ti)))
     n = max(len(r[0]) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.tensor([r[0] + [pad] * (n - len(r[0])) for r in rows])
-    mask = torch.tensor([[1] * len(r[0]) + [0] * (n - len(r[0])) for r in rows])
-    labels = torch.tensor([r[1] + [-100] * (n - len(r[1])) for r in rows])
-    return ids, mask, labels
+    ids = torch.tensor([[pad] * (n - len(r[0])) + r[0] for r in rows])
+    mask = torch.tensor([[0] * (n - len(r[0])) + [1] * len(r[0]) for r in rows])
+    labels = torch.tensor([[-100] * (n - len(r[1])) + r[1] for r in rows])
+    return ids, mask, labels, max(r[2] for r in rows)
 
 
 def token_nll(model, tok, batch: list[Example], eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed target NLL per example (b,) and target token counts (b,)."""
-    ids, mask, labels = encode(tok, batch, eos)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (b, L-1, V)
-    tgt = labels[:, 1:]  # (b, L-1)
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none")
-    keep = (tgt != -100).float()
-    return (nll * keep).sum(1), keep.sum(1)
+    """Summed target NLL per example (b,) and target token counts (b,); logits only on the last target+1 positions."""
+    ids, mask, labels, t_max = encode(tok, batch, eos)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)  # (b, L): positions start at 0 after the left padding
+    keep = t_max + 1
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits  # (b, keep, V)
+    tgt = labels[:, -keep + 1:]  # (b, keep-1)
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tgt.clamp(min=0), reduction="none")
+    on = (tgt != -100).float()
+    return (nll * on).sum(1), on.sum(1)
 
 
 def load_base(path: Path):
@@ -149,11 +152,26 @@ def mean_nll(model, tok, data: list[Example], bs: int = 16) -> float:
 
 @torch.no_grad()
 def hit_at_1(model, tok, data: list[Example], cands: list[list[str]]) -> float:
-    """Share of examples whose target (candidate 0) has the highest summed log-likelihood among its candidates."""
+    """Share of examples whose target (candidate 0) has the highest summed log-likelihood among its candidates.
+    The prompt runs once; its KV cache is repeated for the candidates (right-padded continuations)."""
     hits = 0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for (prompt, _), cs in zip(data, cands):
-        s, _ = token_nll(model, tok, [(prompt, c) for c in cs], eos=False)
-        hits += int(torch.argmin(s).item() == 0)
+        pi = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]  # (1, P)
+        out = model(input_ids=pi, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(cs))
+        toks = [tok(c, add_special_tokens=False)["input_ids"] for c in cs]
+        n = max(len(t) for t in toks)
+        ids = torch.tensor([t + [pad] * (n - len(t)) for t in toks])  # (c, n)
+        on = torch.tensor([[1.0] * len(t) + [0.0] * (n - len(t)) for t in toks])  # (c, n)
+        mask = torch.cat([torch.ones(len(cs), pi.shape[1], dtype=torch.long), on.long()], 1)  # (c, P+n)
+        pos = pi.shape[1] + torch.arange(n).expand(len(cs), n)  # (c, n)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache).logits
+        first = out.logits[:, -1:].expand(len(cs), 1, -1)  # (c, 1, V): predicts each candidate's first token
+        lp = torch.log_softmax(torch.cat([first, logits[:, :-1]], 1), -1)  # (c, n, V)
+        score = (lp.gather(2, ids.unsqueeze(2)).squeeze(2) * on).sum(1)  # (c,)
+        hits += int(torch.argmax(score).item() == 0)
     return hits / len(data)
 
 
@@ -171,7 +189,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default="runs/merge_eval", help="experts, merges and report (default %(default)s)")
     p.add_argument("--json", default=None, help="report file (default OUT_DIR/report.json)")
-    p.add_argument("--steps", type=int, default=50, help="training steps per expert (default %(default)s)")
+    p.add_argument("--steps", type=int, default=40, help="training steps per expert (default %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="training batch (default %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default %(default)s)")
     p.add_argument("--eval", type=int, default=64, help="held-out examples per task (default %(default)s)")
