@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from tandem import __version__
-from tandem.artifacts import STAGES, Store
+from tandem.artifacts import STAGES, Store, tree_hash
 from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
@@ -133,8 +133,6 @@ class Builder:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def is_current(self, stage: str) -> bool:
-        from tandem.artifacts import tree_hash
-
         entry = self.manifest["stages"].get(stage)
         path = self.path(stage)
         return bool(entry) and entry.get("inputs") == self.inputs_key(stage) and path.exists() \
@@ -151,8 +149,6 @@ class Builder:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def record(self, stage: str, seconds: float, summary: dict | None = None) -> None:
-        from tandem.artifacts import tree_hash
-
         self.manifest["stages"][stage] = {"inputs": self.inputs_key(stage), "hash": tree_hash(self.path(stage)),
                                           "upstream": self.upstream_hashes(stage),
                                           "seconds": round(seconds, 1), "finished_at": time.strftime("%FT%T%z"),

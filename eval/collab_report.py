@@ -26,7 +26,7 @@ def collab_report(store: Store, max_users: int | None = None, progress: bool | N
     from llm_cloud.backends import load_backend
 
     th = store.read_thresholds()
-    _, _, ds = load_srm_with_data(store.srm)
+    base_srm, _, ds = load_srm_with_data(store.srm)
     split = leave_one_out(ds.sequences)
     valid, test = first_users(split.valid, max_users), first_users(split.test, max_users)
     gen, book, _ = load_paramgen(store.paramgen)
@@ -34,8 +34,7 @@ def collab_report(store: Store, max_users: int | None = None, progress: bool | N
     cfg = DeviceEvalConfig(n_candidates=th.n_candidates, staleness=th.staleness, recent_k=th.recent_k,
                            fusion=th.fusion)
     runs = {}
-    for name, folder in (("srm", store.srm), ("collab", store.collab_srm)):
-        srm, _ = load_checkpoint(folder)
+    for name, srm in (("srm", base_srm), ("collab", load_checkpoint(store.collab_srm)[0])):
         runs[name] = evaluate_device(srm, source, valid, test, cfg, gen, book)
     full = evaluate_checkpoint(store.srm, "test").metrics if max_users is None else None
     base, coll = runs["srm"], runs["collab"]

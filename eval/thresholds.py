@@ -51,7 +51,7 @@ def fit_thresholds(store: Store, cfg) -> Thresholds:
     """``cfg``: an :class:`eval.build.BuildConfig` (n_candidates, staleness, policy, request_ratio, valid_users)."""
     from llm_cloud.backends import load_backend
 
-    _, _, ds = load_srm_with_data(store.srm)
+    base_srm, _, ds = load_srm_with_data(store.srm)
     valid = first_users(leave_one_out(ds.sequences).valid, cfg.valid_users)
     gen, book, meta = load_paramgen(store.paramgen)
     recent_k = int(meta["paramgen_config"]["recent_k"])
@@ -59,8 +59,7 @@ def fit_thresholds(store: Store, cfg) -> Thresholds:
     source = CachedLLMSource(load_backend("transformers", store.llm), CandidateCache(store.collab / "candidates"))
 
     fits = {}
-    for name, folder in (("srm", store.srm), ("collab", store.collab_srm)):
-        srm, _ = load_checkpoint(folder)
+    for name, srm in (("srm", base_srm), ("collab", load_checkpoint(store.collab_srm)[0])):
         srm.eval()
         view = build_view(valid, srm, source, dcfg, gen, book)
         prm = fit_fusion(view)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tandem.config import read_yaml_mapping
 from tandem.errors import TandemError
 
 
@@ -66,15 +67,5 @@ def make_config(values: dict[str, Any], source: str = "merge config") -> MergeCo
 
 def load_config(path: str | Path) -> MergeConfig:
     """Read a merge YAML (see :class:`MergeConfig`); a missing/invalid file is a one-line TandemError."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise TandemError(f"merge config {path} does not exist; pass --config with a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TandemError(f"merge config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise TandemError(f"merge config {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "merge config", "pass --config with a YAML file")
     return make_config(raw, source=f"merge config {path}:")

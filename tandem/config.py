@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
+
+from tandem.errors import TandemError
 
 T = TypeVar("T")
 
@@ -68,3 +71,20 @@ def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) 
         values[field.name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
+
+
+def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict:
+    """The mapping a YAML config file holds; a missing file, bad YAML or a non-mapping is a one-line TandemError
+    that starts with ``what`` (e.g. "merge config") and, for a missing file, ends with ``hint``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise TandemError(f"{what} {path} does not exist; {hint}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TandemError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise TandemError(f"{what} {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw

@@ -106,6 +106,11 @@ def test_build_refuses_bad_settings(tmp_path) -> None:
                            "500"], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 2 and "n_candidates=500" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- dataset\n")
+    proc = subprocess.run([sys.executable, "-m", "tandem", "build", "--out", str(tmp_path / "s"), "--config",
+                           str(listed)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2 and "must be a mapping" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.fixture(scope="module")

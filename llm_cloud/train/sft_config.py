@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_cloud.generative.model import TinyModelConfig
+from tandem.config import read_yaml_mapping
 from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 
@@ -118,16 +118,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def load_sft_config(path: str | Path) -> SFTRunConfig:
     """Read and validate the YAML; every problem is a one-line TandemError naming the key and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise TandemError(f"config file {path} does not exist; pass --config with a YAML file such as "
-                          f"configs/sft_tiny.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TandemError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise TandemError(f"config {path} must be a mapping of keys to values, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "config", "pass --config with a YAML file such as configs/sft_tiny.yaml")
     try:
         return SFTRunConfig(**raw)
     except ValidationError as exc:

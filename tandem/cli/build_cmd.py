@@ -13,18 +13,14 @@ from tandem.errors import TandemError
 
 
 def build_config_from_args(args: argparse.Namespace):
-    import yaml
     from pydantic import ValidationError
 
     from eval.build import BuildConfig
+    from tandem.config import read_yaml_mapping
 
     values: dict = {}
     if args.config:
-        try:
-            values = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise TandemError(f"--config {args.config} cannot be read ({exc}); pass a YAML file of build "
-                              "settings") from None
+        values = read_yaml_mapping(args.config, "build config", "pass --config with a YAML file of build settings")
     for name in ("dataset", "profile", "llm_epochs", "n_candidates", "policy", "request_ratio", "valid_users"):
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
