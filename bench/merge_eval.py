@@ -11,8 +11,11 @@ Base: SmolLM2-135M-Instruct (fp32, offline, ``llm_cloud.generative.smollm.base_m
 One LoRA expert per task (r=8, alpha=16, q/k/v/o_proj, dropout 0), AdamW lr ``--lr`` for ``--steps`` steps of
 ``--batch`` examples (default 40 × 8 = 320 samples per task), loss on the target tokens only; an expert whose folder
 exists under ``--out-dir`` is reused. The two experts are merged with every method in ``merging.methods.METHODS``
-(weights 0.5/0.5, output rank 8; ties/dare density 0.5, task_arithmetic scale 1.0, cki/caps defaults) through
-``merging.run.run_merge``. Metrics on the held-out sets (default 64 each): mean per-token NLL of the target tokens
+(weights 0.5/0.5, output rank 8; ties/dare density 0.5, task_arithmetic scale 2.0 = the sum of the task vectors,
+cki/caps paper defaults) through ``merging.run.run_merge``, and CKI/CAPS also with calibration data (the last
+``--calib`` training examples of each expert: CKI's learned local term, CAPS's gradient×weight attribution and CKA)
+and with the task-vector options ``global_term: false, rescale: true`` (see ``merging/methods/cki.py``).
+Metrics on the held-out sets (default 64 each): mean per-token NLL of the target tokens
 (token-weighted, ↓) for base, experts and merges; for rec also hit@1 among the target and ``--negatives`` (19) random
 other titles, ranked by the summed log-likelihood of the title given the prompt. Run:
 
@@ -30,13 +33,14 @@ from pathlib import Path
 
 import torch
 
+from merging.calibration import Example, token_nll
 from merging.config import make_config
 from merging.methods import METHODS
 from merging.run import run_merge
 
-Example = tuple[str, str]  # (prompt, target)
 PARAMS = {"ties": {"density": 0.5}, "dare_linear": {"density": 0.5}, "dare_ties": {"density": 0.5},
-          "task_arithmetic": {"scale": 1.0}}
+          "task_arithmetic": {"scale": 2.0}}  # scale 2 at weights 0.5: the plain sum of the task vectors
+LORA_RULE = {"global_term": False, "rescale": True}  # CKI/CAPS options for task vectors (merging/methods/cki.py)
 
 
 def rec_data(n_train: int, n_eval: int, history: int, negatives: int, seed: int):
@@ -81,32 +85,14 @@ def math_data(n_train: int, n_eval: int) -> tuple[list[Example], list[Example]]:
     return train, test[:n_eval]
 
 
-def encode(tok, batch: list[Example], eos: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Left-padded ids (b, L), attention mask (b, L), labels (b, L) with -100 outside the target, and the longest
-    target length (targets end every row, so only the last positions need logits)."""
-    rows = []
-    for p, t in batch:
-        pi = tok(p, add_special_tokens=False)["input_ids"]
-        ti = tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
-        rows.append((pi + ti, [-100] * len(pi) + ti, len(ti)))
-    n = max(len(r[0]) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.tensor([[pad] * (n - len(r[0])) + r[0] for r in rows])
-    mask = torch.tensor([[0] * (n - len(r[0])) + [1] * len(r[0]) for r in rows])
-    labels = torch.tensor([[-100] * (n - len(r[1])) + r[1] for r in rows])
-    return ids, mask, labels, max(r[2] for r in rows)
-
-
-def token_nll(model, tok, batch: list[Example], eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed target NLL per example (b,) and target token counts (b,); logits only on the last target+1 positions."""
-    ids, mask, labels, t_max = encode(tok, batch, eos)
-    pos = (mask.cumsum(1) - 1).clamp(min=0)  # (b, L): positions start at 0 after the left padding
-    keep = t_max + 1
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits  # (b, keep, V)
-    tgt = labels[:, -keep + 1:]  # (b, keep-1)
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tgt.clamp(min=0), reduction="none")
-    on = (tgt != -100).float()
-    return (nll * on).sum(1), on.sum(1)
+def variants(only: list[str] | None) -> list[tuple[str, str, dict, bool]]:
+    """(name, method, params, calibrated): every registered method data-free with its paper defaults (``PARAMS``),
+    the same with calibration data for CKI and CAPS, and CKI/CAPS with the task-vector options ``LORA_RULE``."""
+    out = [(m, m, PARAMS.get(m, {}), False) for m in sorted(METHODS)] + [
+        ("cki_calibrated", "cki", {}, True), ("caps_calibrated", "caps", {}, True),
+        ("cki_lora", "cki", LORA_RULE, False), ("cki_lora_calibrated", "cki", LORA_RULE, True),
+        ("caps_lora_calibrated", "caps", LORA_RULE, True)]
+    return [v for v in out if only is None or v[0] in only]
 
 
 def load_base(path: Path):
@@ -196,6 +182,11 @@ def main() -> None:
     p.add_argument("--history", type=int, default=8, help="rec prompt: last N titles (default %(default)s)")
     p.add_argument("--negatives", type=int, default=19, help="rec hit@1 negatives, 0 = skip (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib", type=int, default=32,
+                   help="calibration examples per expert, from its own training data (default %(default)s)")
+    p.add_argument("--calib-steps", type=int, default=30, help="CKI learned local term steps (default %(default)s)")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="merge variants to run (default all: every method, plus cki_calibrated, caps_calibrated)")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
@@ -231,15 +222,28 @@ def main() -> None:
                                             args.seed)
         times[f"train_{name}"] = time.perf_counter() - t
 
+    calib = {}
+    for name, data in (("rec", rec_train), ("math", math_train)):  # the experts' own training data, never held-out
+        calib[name] = out / f"calib_{name}.jsonl"
+        calib[name].write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n"
+                                       for q, a in data[-args.calib:]))
     merges = {}
     t = time.perf_counter()
-    for method in sorted(METHODS):
-        folder = out / f"merge_{method}"
-        cfg = make_config({"adapters": [{"path": str(experts["rec"]), "weight": 0.5},
-                                        {"path": str(experts["math"]), "weight": 0.5}],
-                           "method": method, "parameters": PARAMS.get(method, {}), "rank": 8, "out": str(folder)})
+    for key, method, params, calibrated in variants(args.methods):
+        folder = out / f"merge_{key}"
+        adapters = [{"path": str(experts[n]), "weight": 0.5,
+                     **({"calibration": str(calib[n])} if calibrated else {})} for n in ("rec", "math")]
+        cfg = make_config({"adapters": adapters, "method": method, "parameters": params, "rank": 8,
+                           "out": str(folder), "calibration_options": {"max_examples": args.calib,
+                                                                       "steps": args.calib_steps}})
+        t1 = time.perf_counter()
         rep = run_merge(cfg, progress=False)
-        merges[method] = {"path": folder, "rank": rep["rank"], "svd_error_mean": rep["reconstruction_error"]["mean"]}
+        merges[key] = {"path": folder, "rank": rep["rank"], "svd_error_mean": rep["reconstruction_error"]["mean"],
+                       "seconds": time.perf_counter() - t1,
+                       "side_information": {k: v for k, v in rep["side_information"].items() if k != "cka"}}
+        if "cka" in rep["side_information"]:
+            merges[key]["cka_mean"] = rep["side_information"]["cka"]["mean"]
+        print(f"merged {key} in {merges[key]['seconds']:.1f} s", flush=True)
     times["merge_all"] = time.perf_counter() - t
 
     model = PeftModel.from_pretrained(load_base(base_dir), str(experts["rec"]), adapter_name="expert rec")
@@ -264,12 +268,13 @@ def main() -> None:
         times[f"eval {name}"] = time.perf_counter() - t
         print(f"{name:24s} " + " ".join(f"{k}={v:.4f}" for k, v in row.items()), flush=True)
 
-    baselines = {m: rows[f"merge {m}"]["avg_nll"] for m in merges if m not in ("cki", "caps")}
-    best_name = min(baselines, key=baselines.get)
-    best = baselines[best_name]
+    ours = [m for m in merges if m.split("_")[0] in ("cki", "caps")]
+    baselines = {m: rows[f"merge {m}"]["avg_nll"] for m in merges if m not in ours}
+    best_name = min(baselines, key=baselines.get) if baselines else None
+    best = baselines[best_name] if baselines else float("nan")
     for m in merges:
         rows[f"merge {m}"]["vs_best_baseline"] = rows[f"merge {m}"]["avg_nll"] - best
-    target = {m: rows[f"merge {m}"]["avg_nll"] <= best for m in ("cki", "caps") if m in merges}
+    target = {m: rows[f"merge {m}"]["avg_nll"] <= best for m in ours}
     hdr = f"{'model':22s} {'rec NLL↓':>9s} {'math NLL↓':>9s} {'avg↓':>7s} {'rec hit@1':>9s} {'Δavg vs best':>12s}"
     print("\n" + hdr + "\n" + "-" * len(hdr))
     for name, r in rows.items():
@@ -277,8 +282,9 @@ def main() -> None:
         hit = f"{r['rec_hit1']:.3f}" if "rec_hit1" in r else "-"
         print(f"{name:22s} {r['rec_nll']:9.4f} {r['math_nll']:9.4f} {r['avg_nll']:7.4f} {hit:>9s} {delta:>12s}")
     print(f"\nbest baseline merge (avg NLL): {best_name} {best:.4f}; CKI/CAPS matches or beats it: {target}")
-    print(f"merged rank: {sorted({v['rank'] for v in merges.values()})} = experts' rank 8; forward ms (1 thread): "
-          f"expert {rows['expert rec'].get('forward_ms', 0):.1f}, merged {rows['merge cki'].get('forward_ms', 0):.1f}")
+    print(f"merged rank: {sorted({v['rank'] for v in merges.values()})} (experts' rank 8); forward ms (1 thread): "
+          f"expert {rows['expert rec'].get('forward_ms', 0):.1f}, "
+          f"merged cki {rows.get('merge cki', {}).get('forward_ms', 0):.1f}")
     print("times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     report = {"sizes": sizes, "args": vars(args), "train_final_loss": final_loss, "rows": rows,
               "best_baseline_merge": best_name, "cki_caps_meet_target": target,

@@ -6,6 +6,12 @@ on training windows (calibration data: the SASRec training loss, parents frozen)
 NDCG@10) is the anchor. Everything is measured on the same run, validation and test, full ranking:
 
     OMP_NUM_THREADS=1 python -m bench.merge_sasrec runs/sasrec runs/sasrec_s7 [--steps 50] [--json FILE]
+
+``--halves COMMON`` makes the parents instead: two copies of the trained checkpoint COMMON fine-tuned for
+``--ft-epochs`` on two disjoint random halves of the users (best epoch by validation NDCG@10 over all users), the
+setting of models that share a basin and hold different knowledge:
+
+    OMP_NUM_THREADS=1 python -m bench.merge_sasrec --halves runs/sasrec --work runs/merge_sasrec_halves
 """
 
 from __future__ import annotations
@@ -56,15 +62,54 @@ def learned_compat(child, sds: list[dict], train: list[np.ndarray], steps: int, 
     return compat
 
 
+def branch_on_halves(common: Path, work: Path, epochs: int, lr: float, seed: int) -> list[str]:
+    """Fine-tune two copies of ``common`` on disjoint random halves of the users; returns the two folders
+    (resumable: ``fit`` continues a branch whose folder exists)."""
+    from eval.srm import make_validator
+    from srm_device.training.config import TrainConfig
+    from srm_device.training.trainer import fit
+
+    model, meta, ds = load_srm_with_data(common)
+    split = leave_one_out(ds.sequences)
+    users = np.random.default_rng(seed).permutation(len(split.train))
+    halves = np.array_split(users, 2)
+    base_cfg = meta["train_config"]
+    folders = []
+    for k, (tag, idx) in enumerate(zip("AB", halves)):
+        out = work / f"half_{tag}"
+        cfg = TrainConfig(epochs=epochs, patience=epochs, batch_size=base_cfg["batch_size"], lr=lr,
+                          window_stride=base_cfg["window_stride"], seed=seed + k, threads=1)
+        branch = copy.deepcopy(model)
+        branch_meta = {key: v for key, v in meta.items() if key != "train_config"}
+        branch_meta.update(common=str(common), half=tag, half_users=len(idx), half_seed=seed)
+        res = fit(branch, branch_meta, [split.train[u] for u in idx], make_validator(split, model.config.max_len),
+                  cfg, out, progress=False)
+        print(f"branch {tag}: {len(idx)} users, best epoch {res.best_epoch} valid NDCG@10 "
+              f"{res.best_valid['ndcg@10']:.4f} ({res.train_seconds:.0f} s)", flush=True)
+        folders.append(str(out))
+    return folders
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("parents", nargs=2, help="two SRM checkpoint folders trained on the same data")
+    p.add_argument("parents", nargs="*", help="two SRM checkpoint folders trained on the same data")
+    p.add_argument("--halves", type=Path, metavar="COMMON",
+                   help="make the parents: fine-tune this checkpoint on two disjoint halves of the users")
+    p.add_argument("--work", type=Path, default=Path("runs/merge_sasrec_halves"),
+                   help="where --halves writes its two branches (default %(default)s)")
+    p.add_argument("--ft-epochs", type=int, default=5, help="--halves: fine-tuning epochs (default %(default)s)")
+    p.add_argument("--ft-lr", type=float, default=5e-4,
+                   help="--halves: fine-tuning learning rate (default %(default)s)")
     p.add_argument("--steps", type=int, default=50, help="steps to learn the local compatibility (default 50)")
     p.add_argument("--batch", type=int, default=256, help="training windows per step (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the results as JSON")
     args = p.parse_args()
+    if bool(args.halves) == (len(args.parents) == 2) or (args.parents and len(args.parents) != 2):
+        p.error("pass two parent checkpoints, or --halves COMMON (not both)")
     torch.manual_seed(args.seed)
+    if args.halves:
+        args.parents = branch_on_halves(args.halves, args.work, args.ft_epochs, args.ft_lr, args.seed)
 
     loaded = [load_srm_with_data(folder) for folder in args.parents]
     if loaded[0][2].fingerprint() != loaded[1][2].fingerprint():
@@ -100,7 +145,8 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<34}{r['valid']:>9.4f}{r['test']:>9.4f}{r['test'] / best:>20.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"ndcg@10": rows, "merge_seconds": seconds, "steps": args.steps}, indent=2))
+        args.json.write_text(json.dumps({"ndcg@10": rows, "merge_seconds": seconds, "steps": args.steps,
+                                         "parents": args.parents, "halves_from": str(args.halves or "")}, indent=2))
 
 
 if __name__ == "__main__":

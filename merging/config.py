@@ -19,6 +19,19 @@ class AdapterSpec(BaseModel):
 
     path: str = Field(description="PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     weight: float = Field(1.0, description="merge weight of this adapter (default 1.0)")
+    calibration: str | None = Field(None, description="JSONL of this expert's own domain, one {prompt, completion} "
+                                    "per line (CAPS attribution; default: the shared calibration file)")
+
+
+class CalibrationOptions(BaseModel):
+    """How much calibration data the data-driven methods use and how CKI's learned local term is fitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_examples: int = Field(32, ge=1, description="examples read from each calibration file")
+    batch_size: int = Field(8, ge=1, description="examples per forward pass")
+    steps: int = Field(30, ge=0, description="Adam steps fitting CKI's learned local term (0: data-free rule)")
+    lr: float = Field(0.05, gt=0, description="learning rate of those steps")
 
 
 class MergeConfig(BaseModel):
@@ -30,7 +43,10 @@ class MergeConfig(BaseModel):
     adapters: list[AdapterSpec] = Field(min_length=2, description="at least two adapters with weights")
     method: str = Field(description="registered merge method, e.g. linear, ties, dare_ties, cki, caps")
     parameters: dict[str, Any] = Field(default_factory=dict, description="method parameters, e.g. density, scale")
-    calibration: str | None = Field(None, description="calibration data for methods that use it (CKI, CAPS)")
+    calibration: str | None = Field(None, description="shared calibration JSONL ({prompt, completion} per line) for "
+                                    "methods that use it: CKI's learned local term, CAPS's attribution and CKA")
+    calibration_options: CalibrationOptions = Field(default_factory=CalibrationOptions,
+                                                    description="calibration sizes and CKI fitting steps")
     rank: int | None = Field(None, ge=1,
                              description="output LoRA rank (default: the adapters' r, the largest if they differ)")
     out: str = Field(description="output adapter folder (written atomically)")
@@ -50,7 +66,9 @@ def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "config"
     if err["type"] == "extra_forbidden":
-        return f"unknown key {where!r}; valid keys are {', '.join(MergeConfig.model_fields)}"
+        nested = {"adapters": AdapterSpec, "calibration_options": CalibrationOptions}
+        model = nested.get(str(err["loc"][0]), MergeConfig) if len(err["loc"]) > 1 else MergeConfig
+        return f"unknown key {where!r}; valid keys there are {', '.join(model.model_fields)}"
     if err["type"] == "missing":
         return f"{where} is required"
     msg = err["msg"].removeprefix("Value error, ")

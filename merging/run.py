@@ -27,6 +27,7 @@ from merging.adapters import (
     write_adapter,
 )
 from merging.config import MergeConfig
+from merging.prepare import USES_CALIBRATION, SideInfo, base_folder, calibration_sets, prepare
 from tandem.errors import TandemError
 from tandem.io import atomic_directory
 
@@ -68,12 +69,16 @@ def plan(cfg: MergeConfig, adapters: list[LoraAdapter] | None = None) -> dict[st
     adapters = _load_checked(cfg) if adapters is None else adapters
     _make(cfg)
     _check_out(cfg)
+    sets = calibration_sets(cfg)  # reads (and so checks) every calibration file
+    if sets is not None and cfg.method in USES_CALIBRATION:
+        base_folder(cfg, adapters)
     rank = _output_rank(cfg, adapters)
     modules = adapters[0].modules
     shapes = {m: [adapters[0].B[m].shape[0], adapters[0].A[m].shape[1]] for m in modules}
     return {
         "adapters": [{"path": a.path, "weight": s.weight, "r": a.r, "lora_alpha": a.lora_alpha,
-                      "use_rslora": a.use_rslora} for a, s in zip(adapters, cfg.adapters)],
+                      "use_rslora": a.use_rslora, "calibration": s.calibration}
+                     for a, s in zip(adapters, cfg.adapters)],
         "base_model": adapters[0].base_model_name_or_path,
         "target_modules": adapters[0].target_modules,
         "modules": len(modules),
@@ -81,6 +86,10 @@ def plan(cfg: MergeConfig, adapters: list[LoraAdapter] | None = None) -> dict[st
         "method": cfg.method,
         "parameters": cfg.parameters,
         "calibration": cfg.calibration,
+        "calibration_examples": None if sets is None else [len(x) for x in sets],
+        "calibration_use": (("none configured" if sets is None else "used") if cfg.method in USES_CALIBRATION
+                            else "ignored by this method"),
+        "calibration_options": cfg.calibration_options.model_dump(),
         "rank": rank,
         "input_ranks": sorted({a.A[m].shape[0] for a in adapters for m in modules}),
         "out": cfg.out,
@@ -89,19 +98,25 @@ def plan(cfg: MergeConfig, adapters: list[LoraAdapter] | None = None) -> dict[st
     }
 
 
-def merge_deltas(cfg: MergeConfig, adapters: list[LoraAdapter], progress: bool = False):
+def merge_deltas(cfg: MergeConfig, adapters: list[LoraAdapter], progress: bool = False,
+                 side: SideInfo | None = None):
     """Yield (module, merged ΔW (out, in)) for every module: the method applied to the exact per-expert ΔW.
 
-    Every method gets ``ctx.attribution`` = |ΔW_i| (magnitude importance, the data-free attribution CAPS falls back
-    to without calibration) and ``ctx.extra["calibration"]`` = the configured calibration path."""
+    ``side`` (from :func:`merging.prepare.prepare`) supplies calibration-derived attribution, per-module CKA and
+    method extras; without it every method gets ``ctx.attribution`` = |ΔW_i| (magnitude importance, CAPS's
+    data-free fallback)."""
     from merging.methods import MergeContext
 
     method = _make(cfg)
+    side = side if side is not None else SideInfo()
     weights = [spec.weight for spec in cfg.adapters]
     for module in tqdm(adapters[0].modules, desc=f"merge ({cfg.method})", disable=not progress):
         tensors = [module_delta(a, module) for a in adapters]  # m × (out, in), one module in memory at a time
-        ctx = MergeContext(name=module, attribution=[t.abs() for t in tensors],
-                           extra={"calibration": cfg.calibration})
+        attribution = side.attribution[module] if side.attribution else [t.abs() for t in tensors]
+        extra = dict(side.extra)
+        if side.cka is not None:
+            extra["cka"] = side.cka[module]
+        ctx = MergeContext(name=module, attribution=attribution, extra=extra)
         try:
             merged = method.merge(tensors, weights, ctx)  # (out, in)
         except ValueError as exc:
@@ -123,7 +138,8 @@ def run_merge(cfg: MergeConfig, progress: bool = True) -> dict[str, Any]:
     dtype = adapters[0].A[adapters[0].modules[0]].dtype
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, float] = {}
-    for module, merged in merge_deltas(cfg, adapters, progress=progress):
+    side = prepare(cfg, adapters, progress=progress)
+    for module, merged in merge_deltas(cfg, adapters, progress=progress, side=side):
         a, b, _ = factorize(merged, rank)  # (rank, in), (out, rank)
         a, b = a.to(dtype), b.to(dtype)
         errors[module] = relative_error(merged, a, b)  # measured on the factors as saved
@@ -136,6 +152,7 @@ def run_merge(cfg: MergeConfig, progress: bool = True) -> dict[str, Any]:
         "reconstruction_error": {"per_module": errors, "mean": sum(values) / len(values), "max": max(values),
                                  "definition": "||dW - B@A||_F / ||dW||_F of the merged dW and the saved factors"},
         "exact_before_svd": True,
+        "side_information": side.report,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     with atomic_directory(cfg.out) as tmp:

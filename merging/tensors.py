@@ -112,10 +112,17 @@ def data_free_local(theta_i: torch.Tensor, theta_j: torch.Tensor, gain: float = 
 
 
 def splice(theta_i: torch.Tensor, theta_j: torch.Tensor, w_glob: float | torch.Tensor,
-           w_loc: torch.Tensor) -> torch.Tensor:
-    """CKI splice: ``w = w_glob·w_loc + (1 − w_glob)``, then ``θ = w⊙θ_i + (1 − w)⊙θ_j`` (all ``(*shape)``)."""
+           w_loc: torch.Tensor, rescale: bool = False) -> torch.Tensor:
+    """CKI splice: ``w = w_glob·w_loc + (1 − w_glob)``, then ``θ = w⊙θ_i + (1 − w)⊙θ_j`` (all ``(*shape)``).
+
+    ``rescale`` (ours, for task vectors): divide by ``max(w, 1 − w)``, so the element's winner keeps its full value
+    and the loser is added at the ratio of the weights — ``θ_i`` where ``w = 1``, ``θ_i + θ_j`` (task arithmetic) where
+    ``w = ½``. CKI interpolates full models; interpolating *updates* of a shared base shrinks every update the splice
+    does not give entirely to one side, the known weakness of averaging task vectors. DARE's 1/density rescale is the
+    same idea."""
     w = w_glob * w_loc + (1.0 - w_glob)  # (*shape)
-    return w * theta_i + (1.0 - w) * theta_j
+    out = w * theta_i + (1.0 - w) * theta_j  # (*shape)
+    return out / torch.maximum(w, 1.0 - w) if rescale else out
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -121,6 +121,20 @@ def test_cki_two_models_by_hand():
     assert torch.allclose(make_method("cki").merge([tj, ti], [0.4, 0.6], MergeContext()), expected)
 
 
+def test_splice_rescale_and_cki_task_vector_options_by_hand():
+    # w = [1.0, 0.7, 0.5]; rescaled by max(w, 1 - w) = [1.0, 0.7, 0.5]
+    ti, tj = T([1.0, 2.0, 4.0]), T([3.0, -2.0, 2.0])
+    out = splice(ti, tj, 1.0, T([1.0, 0.7, 0.5]), rescale=True)
+    assert torch.allclose(out, T([1.0, (1.4 - 0.6) / 0.7, 6.0]))  # winner whole, loser at w_j / w_i; ½: the sum
+    # global_term False: w = w_loc; the entropy gap no longer decides (these two have different spreads)
+    a, b = torch.randn(64) * 3, torch.randn(64)
+    cki = make_method("cki", global_term=False, rescale=True)
+    w = data_free_local(a, b)
+    expected = (w * a + (1 - w) * b) / torch.maximum(w, 1 - w)
+    assert torch.allclose(cki.merge([a, b], [0.5, 0.5], MergeContext()), expected, atol=1e-6)
+    assert not torch.allclose(make_method("cki").merge([a, b], [0.5, 0.5], MergeContext()), expected, atol=1e-3)
+
+
 def test_cki_more_than_two_models_folds_heaviest_first():
     a, b, c = torch.randn(8, 4), torch.randn(8, 4) * 2, torch.randn(8, 4) * 0.5
     cki, ctx = make_method("cki"), MergeContext()

@@ -52,13 +52,15 @@ def attribution_local(a_i: torch.Tensor, a_j: torch.Tensor, eps: float = 1e-12) 
 
 @register
 class CAPS(MergeMethod):
-    """Params: ``cka_threshold`` (0.0), ``global_term`` (True), ``bins`` (10)."""
+    """Params: ``cka_threshold`` (0.0), ``global_term`` (True), ``rescale`` (False; see
+    :func:`merging.tensors.splice`), ``bins`` (10)."""
 
     name = "caps"
 
-    def __init__(self, cka_threshold: float = 0.0, global_term: bool = True, bins: int = 10) -> None:
-        super().__init__(cka_threshold=cka_threshold, global_term=global_term, bins=bins)
-        self.cka_threshold, self.global_term, self.bins = cka_threshold, global_term, bins
+    def __init__(self, cka_threshold: float = 0.0, global_term: bool = True, rescale: bool = False,
+                 bins: int = 10) -> None:
+        super().__init__(cka_threshold=cka_threshold, global_term=global_term, rescale=rescale, bins=bins)
+        self.cka_threshold, self.global_term, self.rescale, self.bins = cka_threshold, global_term, rescale, bins
 
     def merge(self, tensors: list[torch.Tensor], weights: list[float], ctx: MergeContext) -> torch.Tensor:
         if len(weights) != len(tensors):
@@ -77,6 +79,6 @@ class CAPS(MergeMethod):
             w_loc = attribution_local(attr, ctx.attribution[k])  # (*shape)
             w_glob = (cki_global(histogram_entropy(merged, self.bins), histogram_entropy(tensors[k], self.bins))
                       if self.global_term else 1.0)
-            merged = splice(merged, tensors[k], w_glob, w_loc)  # (*shape)
-            attr = splice(attr.abs(), ctx.attribution[k].abs(), w_glob, w_loc)  # (*shape)
+            merged = splice(merged, tensors[k], w_glob, w_loc, rescale=self.rescale)  # (*shape)
+            attr = splice(attr.abs(), ctx.attribution[k].abs(), w_glob, w_loc, rescale=self.rescale)  # (*shape)
         return merged

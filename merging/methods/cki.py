@@ -10,6 +10,12 @@ larger-magnitude element wins (see :func:`merging.tensors.data_free_local`). Lea
 trains a LocalCompat on calibration data with the models frozen; pass it as ``ctx.extra["local_compat"]`` (or the
 ``local_compat`` param) and it is used for every parameter (its inputs are scale-free, so one layer serves all).
 
+Options for task vectors (LoRA ΔW merged from one base; measured in ``bench/merge_eval.py``):
+``global_term=False`` drops w_glob (w = w_loc). Its arctan(500·ΔH) saturates at entropy gaps of a few hundredths of
+a nat, which separates full models but, on two LoRA updates of similar spread, turns noise into a hard 0.3/0.7
+preference for one expert in every module. ``rescale=True`` keeps the winner's magnitude
+(:func:`merging.tensors.splice`). Both default to the paper's rule.
+
 More than two models: a sequential fold. Models are ordered by weight, heaviest first (stable: ties keep the input
 order); the heaviest is the anchor, and each next model j is spliced into the running merge m as
 ``m ← splice(i=m, j=θ_j)``. The splice is asymmetric (w ≥ 1 − w_glob ≥ 0.3, so i always keeps ≥ 30% of itself),
@@ -44,15 +50,17 @@ class LocalCompat(nn.Module):
         return torch.sigmoid(self.linear(feats)).squeeze(-1).to(theta_i.dtype)  # (*shape)
 
 
-def cki_splice(theta_i: torch.Tensor, theta_j: torch.Tensor, compat: LocalCompat, bins: int = 10) -> torch.Tensor:
+def cki_splice(theta_i: torch.Tensor, theta_j: torch.Tensor, compat: LocalCompat, bins: int = 10,
+               global_term: bool = True, rescale: bool = False) -> torch.Tensor:
     """One CKI splice of two same-shaped tensors; differentiable in ``compat``'s parameters."""
-    w_glob = cki_global(histogram_entropy(theta_i, bins), histogram_entropy(theta_j, bins))
-    return splice(theta_i, theta_j, w_glob, compat(theta_i, theta_j))
+    w_glob = cki_global(histogram_entropy(theta_i, bins), histogram_entropy(theta_j, bins)) if global_term else 1.0
+    return splice(theta_i, theta_j, w_glob, compat(theta_i, theta_j), rescale=rescale)
 
 
 def fit_local_compat(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
                      pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], steps: int = 50, lr: float = 0.05,
-                     compat: LocalCompat | None = None, bins: int = 10) -> LocalCompat:
+                     compat: LocalCompat | None = None, bins: int = 10, global_term: bool = True,
+                     rescale: bool = False) -> LocalCompat:
     """Train a :class:`LocalCompat` for ``steps`` Adam steps so that ``loss_fn(spliced)`` falls, where ``spliced[k]``
     is the CKI splice of ``pairs[k] = (θ_i, θ_j)``; the model tensors are frozen (detached). ``loss_fn`` evaluates the
     spliced parameters on the caller's calibration data (e.g. a SASRec loss via ``torch.func.functional_call``, or a
@@ -62,7 +70,7 @@ def fit_local_compat(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
     opt = torch.optim.Adam(compat.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
-        loss = loss_fn([cki_splice(a, b, compat, bins) for a, b in frozen])
+        loss = loss_fn([cki_splice(a, b, compat, bins, global_term, rescale) for a, b in frozen])
         loss.backward()
         opt.step()
     return compat.eval()
@@ -70,14 +78,15 @@ def fit_local_compat(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
 
 @register
 class CKI(MergeMethod):
-    """Params: ``gain`` (4.0, data-free sharpness), ``bins`` (10), ``local_compat`` (a trained LocalCompat; else
-    ``ctx.extra["local_compat"]``; else the data-free rule)."""
+    """Params: ``gain`` (4.0, data-free sharpness), ``bins`` (10), ``global_term`` (True), ``rescale`` (False),
+    ``local_compat`` (a trained LocalCompat; else ``ctx.extra["local_compat"]``; else the data-free rule)."""
 
     name = "cki"
 
-    def __init__(self, gain: float = 4.0, bins: int = 10, local_compat: LocalCompat | None = None) -> None:
-        super().__init__(gain=gain, bins=bins, local_compat=local_compat)
-        self.bins = bins
+    def __init__(self, gain: float = 4.0, bins: int = 10, global_term: bool = True, rescale: bool = False,
+                 local_compat: LocalCompat | None = None) -> None:
+        super().__init__(gain=gain, bins=bins, global_term=global_term, rescale=rescale, local_compat=local_compat)
+        self.bins, self.global_term, self.rescale = bins, bool(global_term), bool(rescale)
         self.compat = local_compat if local_compat is not None else LocalCompat(gain)
 
     def merge(self, tensors: list[torch.Tensor], weights: list[float], ctx: MergeContext) -> torch.Tensor:
@@ -88,5 +97,5 @@ class CKI(MergeMethod):
         merged = tensors[order[0]]
         with torch.no_grad():
             for k in order[1:]:
-                merged = cki_splice(merged, tensors[k], compat, self.bins)  # (*shape)
+                merged = cki_splice(merged, tensors[k], compat, self.bins, self.global_term, self.rescale)  # (*shape)
         return merged

@@ -33,23 +33,35 @@ def _adapter_spec(text: str) -> dict[str, Any]:
     return {"path": text}
 
 
+MERGE_KEYS = ("method", "out", "rank", "base_model", "calibration")
 _FLAG = {"method": "--method", "adapters": "--adapter", "out": "--out", "rank": "--rank", "base_model": "--base-model",
-         "calibration": "--calibration", "parameters": "--param"}
+         "calibration": "--calibration", "parameters": "--param", "adapter_calibration": "--adapter-calibration",
+         "calibration_examples": "--calibration-examples", "calibration_steps": "--calibration-steps"}
 
 
 def config_from_args(args: argparse.Namespace):
     from merging.config import load_config, make_config
 
     flags = {"method": args.method, "adapters": args.adapter, "out": args.out, "rank": args.rank,
-             "base_model": args.base_model, "calibration": args.calibration, "parameters": args.param}
+             "base_model": args.base_model, "calibration": args.calibration, "parameters": args.param,
+             "adapter_calibration": args.adapter_calibration, "calibration_examples": args.calibration_examples,
+             "calibration_steps": args.calibration_steps}
     if args.config:
         given = [_FLAG[k] for k, v in flags.items() if v is not None]
         if given:
             raise TandemError(f"--config and {given[0]} were both given; put every setting in the YAML file or "
                               f"pass them all as flags")
         return load_config(args.config)
-    values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None and k not in ("adapters", "parameters")}
+    values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None and k in MERGE_KEYS}
     values["adapters"] = [_adapter_spec(a) for a in args.adapter or []]
+    per = args.adapter_calibration or []
+    if per and len(per) != len(values["adapters"]):
+        raise TandemError(f"--adapter-calibration was given {len(per)} times for {len(values['adapters'])} adapters; "
+                          f"give one per --adapter, in the same order")
+    for spec, path in zip(values["adapters"], per):
+        spec["calibration"] = path
+    options = {"max_examples": args.calibration_examples, "steps": args.calibration_steps}
+    values["calibration_options"] = {k: v for k, v in options.items() if v is not None}
     params: dict[str, Any] = {}
     for item in args.param or []:
         key, sep, value = item.partition("=")
@@ -91,6 +103,13 @@ def register(sub) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="method parameter, e.g. --param density=0.5 --param scale=1.0; repeat")
     p.add_argument("--base-model", metavar="NAME", help="expected base_model_name_or_path of every adapter")
-    p.add_argument("--calibration", metavar="PATH", help="calibration data for methods that use it (cki, caps)")
+    p.add_argument("--calibration", metavar="JSONL",
+                   help="shared calibration data ({prompt, completion} per line) for cki (learned local term) and "
+                        "caps (gradient×weight attribution, CKA report)")
+    p.add_argument("--adapter-calibration", action="append", metavar="JSONL",
+                   help="one per --adapter, in order: that expert's own calibration data (caps attribution)")
+    p.add_argument("--calibration-examples", type=int, metavar="N", help="examples read per calibration file (32)")
+    p.add_argument("--calibration-steps", type=int, metavar="N",
+                   help="steps fitting CKI's learned local term (30; 0 = data-free rule)")
     p.add_argument("--dry-run", action="store_true", help="check everything and print the plan; write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
