@@ -1,6 +1,6 @@
 """Real evaluation of LoRA expert merging (issue 7): two experts on two distinct tasks, merged with every method.
 
-Base: SmolLM2-135M-Instruct (fp32, offline, ``llm_cloud.generative.smollm.base_model_dir``). Tasks:
+Base: SmolLM2-135M-Instruct (fp32, offline, ``tandem.smollm.base_model_dir``). Tasks:
 
 - ``rec``: ML-100K next-movie prediction in text. Prompt = the titles of the user's last ``--history`` (8) items,
   target = the next item's title. Training samples: random (user, position) pairs from the leave-one-out *train*
@@ -193,7 +193,7 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from llm_cloud.generative.smollm import base_model_dir
+    from tandem.smollm import base_model_dir
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
