@@ -6,7 +6,8 @@ beam search, read through the store's candidate cache):
 - SRM alone: the independently trained SASRec ranking the whole catalogue (and, for reference, its own order inside
   the LLM's list, which already uses the LLM as a candidate filter);
 - every fusion rule, with that SRM and with the collaboratively trained SRM (generated head parameters applied);
-- NDCG@10 against request ratio for every request policy, with the SRM the server uses.
+- NDCG@10 against request ratio for every request policy, with the SRM the server uses (``selfeval`` included);
+- how well the LLM judges its own lists (``llm_selfeval``: ECE and AUROC, :mod:`eval.selfeval`).
 Everything fitted (Platt, α, thresholds) is fitted on validation users, as in :mod:`eval.device`.
 """
 
@@ -60,5 +61,5 @@ def collab_report(store: Store, max_users: int | None = None, progress: bool | N
                  "better_single_ndcg@10": max(llm_alone, srm_alone),
                  "ratio_to_srm_reranking_llm_list": max(base["fusion"][best_rule]["ndcg@10"],
                                                          coll["fusion"][best_collab]["ndcg@10"]) / in_list},
-        "policies": used["policies"], "policies_srm": th.srm, "meta": {"srm": base["meta"], "collab": coll["meta"]},
+        "policies": used["policies"], "policies_srm": th.srm, "llm_selfeval": base["selfeval"], "meta": {"srm": base["meta"], "collab": coll["meta"]},
     }

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from eval.candidates import CandidateSource
 from eval.evaluate import pad_histories
 from eval.metrics import metrics_from_ranks
+from eval.selfeval import selfeval_report
 from eval.split import EvalCase
 from llm_cloud.paramgen.model import ParamGenerator, recent_window
 from llm_cloud.paramgen.prototypes import encode
@@ -28,6 +29,7 @@ from srm_device.head import apply_head
 from srm_device.models import SequentialRecommender
 from srm_device.persona import Codebook
 from srm_device.policies import POLICIES, PolicyInputs, make_policy
+from srm_device.scoring import llm_mass
 
 MISS = 10**9
 ID_BYTES, SCORE_BYTES = 4, 4  # int32 item id, float32 score on the wire
@@ -139,7 +141,7 @@ def policy_inputs(view: View, srm: SequentialRecommender) -> PolicyInputs:
         mass = torch.logsumexp(log_p.gather(1, torch.from_numpy(view.stale_ids) - 1), dim=1).exp().numpy()  # (u,)
     u, n = view.stale_ids.shape
     return PolicyInputs(view.stale_logits, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
-                        view.user.numpy(), view.recent_emb, cand, mass)
+                        view.user.numpy(), view.recent_emb, cand, mass, llm_mass(view.stale_scores))
 
 
 def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: EvalCase, test: EvalCase,
@@ -182,6 +184,9 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
             rows[f"{ratio:g}"] = {"ndcg@10": m["ndcg@10"], "hr@10": m["hr@10"], "request_ratio": float(ask.mean()),
                                   "bytes_per_user": float((ask * (up + down)).mean())}
         out["policies"][name] = rows
+    # the LLM judging its own fresh lists: calibrated on validation, ECE and AUROC on test (eval/selfeval.py)
+    out["selfeval"] = selfeval_report(llm_mass(vv.fresh_scores), (vv.fresh_ids == vv.targets[:, None]).any(1),
+                                      llm_mass(tv.fresh_scores), (tv.fresh_ids == tv.targets[:, None]).any(1))
     out["meta"] = {
         "candidates": source.name, "n_candidates": cfg.n_candidates, "staleness": cfg.staleness,
         "fusion_used_for_policies": rule, "valid_ndcg@10_by_rule": valid_rules,

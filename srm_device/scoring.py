@@ -45,9 +45,17 @@ def catalogue_logits(model: SequentialRecommender, user: torch.Tensor) -> np.nda
 
 
 @torch.no_grad()
+def llm_mass(scores: np.ndarray) -> np.ndarray:
+    """The LLM's self-evaluation of its lists, ``(..., c) -> (...)``: Σ exp(sequence log-prob), clipped to [0, 1]."""
+    s = np.asarray(scores, dtype=np.float64)
+    top = s.max(axis=-1, keepdims=True)
+    return np.clip(np.exp(top[..., 0]) * np.exp(s - top).sum(axis=-1), 0.0, 1.0)
+
+
 def policy_inputs(model: SequentialRecommender, user: torch.Tensor, history: list[int], cached_ids: np.ndarray,
-                  recent_k: int) -> PolicyInputs:
-    """A one-user :class:`PolicyInputs` for a cached candidate list (c,), best first, and the fresh user (1, d)."""
+                  recent_k: int, cached_scores: np.ndarray | None = None) -> PolicyInputs:
+    """A one-user :class:`PolicyInputs` for a cached candidate list (c,), best first, and the fresh user (1, d);
+    ``cached_scores`` (c,), the list's LLM log-probabilities, give ``llm_mass``."""
     cached_ids = np.asarray(cached_ids, dtype=np.int64)
     emb = model.item_embeddings().detach()  # (n+1, d)
     recent = [0] * max(0, recent_k - len(history)) + [int(i) for i in history[-recent_k:]]
@@ -58,7 +66,8 @@ def policy_inputs(model: SequentialRecommender, user: torch.Tensor, history: lis
     mass = torch.logsumexp(log_p[ids - 1], dim=0).exp().numpy()[None]  # (1,)
     return PolicyInputs(srm[None], np.arange(1, len(srm) + 1)[None], np.array([len(history)]),
                         model.config.max_len, user.numpy(), emb[torch.tensor(recent)].numpy()[None],
-                        cand.numpy()[None], mass)
+                        cand.numpy()[None], mass,
+                        None if cached_scores is None else llm_mass(np.asarray(cached_scores)[None]))
 
 
 def fuse_list(rule: str, params: FusionParams, llm_scores: np.ndarray, srm_logits: np.ndarray) -> np.ndarray:

@@ -94,7 +94,7 @@ class DeviceSession:
         return user_vector(self.model, self.history, self.head)  # (1, d)
 
     def _policy_inputs(self, user: torch.Tensor) -> PolicyInputs:
-        return policy_inputs(self.model, user, self.history, self.cached_ids, self.recent_k)
+        return policy_inputs(self.model, user, self.history, self.cached_ids, self.recent_k, self.cached_scores)
 
     def _call(self, fn, *args):
         return self._pool.submit(fn, *args).result(timeout=self.timeout_s)

@@ -14,7 +14,7 @@ def synthetic_inputs(n_users: int, seed: int, c: int = 30, d: int = 8, k: int = 
     srm = np.einsum("ud,ucd->uc", user, cand)
     llm_rank = np.argsort(np.argsort(-(srm + rng.normal(scale=2.0, size=srm.shape)), axis=1), axis=1) + 1
     mass = rng.uniform(0.05, 0.9, size=n_users)
-    return PolicyInputs(srm, llm_rank, hist_len, max_len, user, recent, cand, mass)
+    return PolicyInputs(srm, llm_rank, hist_len, max_len, user, recent, cand, mass, rng.uniform(0.01, 0.6, n_users))
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -60,3 +60,34 @@ def test_coverage_prefers_users_the_cache_does_not_cover():
     policy = make_policy("coverage")
     ask = policy.decide(x, policy.calibrate(x, 0.1))
     assert ask[:10].all() and not ask[10:].any()
+
+
+def test_selfeval_requests_where_the_llm_doubts_its_list():
+    from srm_device.scoring import llm_mass
+
+    scores = np.log(np.array([[0.5, 0.3, 0.1], [0.01, 0.01, 0.01]]))  # covers 0.9 vs 0.03 of the LLM's mass
+    mass = llm_mass(scores)
+    assert mass == pytest.approx([0.9, 0.03])
+    x = synthetic_inputs(2, seed=0)
+    x.llm_mass = mass
+    policy = make_policy("selfeval")
+    assert list(policy.score(x)) == pytest.approx([-np.log(0.9), -np.log(0.03)])
+    th = policy.calibrate(x, 0.5)
+    assert list(policy.decide(x, th)) == [False, True]
+    x.llm_mass = None
+    with pytest.raises(ValueError, match="needs llm_mass"):
+        policy.score(x)
+
+
+def test_ece_and_selfeval_report_by_hand():
+    from eval.selfeval import ece, selfeval_report
+
+    p = np.array([0.05, 0.05, 0.95, 0.95])
+    y = np.array([0, 0, 1, 1])
+    assert ece(p, y) == pytest.approx(0.05)  # two bins, each off by 0.05
+    assert ece(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    mass = rng.uniform(0.01, 0.3, 4000)
+    hit = rng.uniform(size=4000) < np.sqrt(mass)  # more mass, more hits, but the raw mass is under-confident
+    rep = selfeval_report(mass[:2000], hit[:2000], mass[2000:], hit[2000:])
+    assert rep["auroc"] > 0.6 and rep["ece_calibrated"] < 0.5 * rep["ece_raw"]

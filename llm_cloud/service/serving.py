@@ -185,7 +185,8 @@ class TandemServing:
                 stale = self.cache.stale(key, need, th.staleness)
                 if stale is not None:
                     with t("policy"):
-                        x = policy_inputs(st.srm, user, history, stale.items[:need], th.recent_k)
+                        x = policy_inputs(st.srm, user, history, stale.items[:need], th.recent_k,
+                                          None if stale.cold_start else stale.scores[:need])
                         decision.score = float(st.policy.score(x)[0])
                         decision.threshold = float(st.threshold.tau)
                         ask = bool(st.policy.decide(x, st.threshold)[0])

@@ -27,6 +27,7 @@ class PolicyInputs:
     recent_emb: np.ndarray  # (u, k, d) embeddings of the most recent items (zeros where padded)
     cand_emb: np.ndarray  # (u, c, d) embeddings of the cached candidates
     cached_mass: np.ndarray  # (u,) SRM probability (softmax over the whole catalogue) that falls in the cached list
+    llm_mass: np.ndarray | None = None  # (u,) the LLM's own probability that the cached list holds the next item
 
     def __len__(self) -> int:
         return len(self.history_len)
