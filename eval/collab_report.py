@@ -61,5 +61,6 @@ def collab_report(store: Store, max_users: int | None = None, progress: bool | N
                  "better_single_ndcg@10": max(llm_alone, srm_alone),
                  "ratio_to_srm_reranking_llm_list": max(base["fusion"][best_rule]["ndcg@10"],
                                                          coll["fusion"][best_collab]["ndcg@10"]) / in_list},
-        "policies": used["policies"], "policies_srm": th.srm, "llm_selfeval": base["selfeval"], "meta": {"srm": base["meta"], "collab": coll["meta"]},
+        "policies": used["policies"], "policies_srm": th.srm, "llm_selfeval": base["selfeval"],
+        "meta": {"srm": base["meta"], "collab": coll["meta"]},
     }

@@ -261,3 +261,27 @@ def test_evaluate_student_on_a_tiny_model():
     p = forced_p_accept(model, tok, "Problem: What is 2+2?", "The answer is 4.")
     assert 0.0 < p < 1.0 and p != 0.5  # " Accept" and " Refine" are distinct tokens with different logits
     assert res["rows"][0]["p_accept"] == res["rows"][1]["p_accept"]  # greedy and deterministic
+
+
+def test_align_cli_filter_and_refusals(tmp_path, capsys):
+    from tandem.cli.main import main
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    rec = {"id": "1", "question": "q?", "gold": "4", "status": "ok", "response": "Work. The answer is 4.",
+           "evaluation": "Fine. Evaluation: Accept. The answer is 4.", "sample_answers": ["4"]}
+    (folder / RECORDS).write_text(json.dumps(rec) + "\n")
+    assert main(["align", "filter", "--records", str(folder), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["selfeval_examples"] == 1
+    assert (folder / "selfeval.jsonl").is_file() and (folder / "filter_report.json").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("records: x\nthreshold: 2\n")
+    assert main(["align", "filter", "--config", str(bad)]) == 2
+    assert "unknown key 'threshold'" in capsys.readouterr().err
+    assert main(["align", "filter", "--config", str(bad), "--records", "y"]) == 2
+    assert main(["align", "sft", "--cot-ratio", "3"]) == 2
+    assert "cot_ratio must be in [0, 1]" in capsys.readouterr().err
+    assert main(["align", "adapo", "--data", str(tmp_path / "none.jsonl"), "--quiet"]) == 2
+    assert "model must be set" in capsys.readouterr().err
+    assert main(["align", "adapo", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err

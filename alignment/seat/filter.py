@@ -106,8 +106,9 @@ def _cot_ok(rec: dict[str, Any], first: str | None, cfg: FilterConfig) -> bool:
     return answers_match(first, top) and share >= cfg.min_consistency
 
 
-def run_filter(cfg: FilterConfig) -> dict[str, Any]:
-    """Filter ``cfg.records``'s records; write cot.jsonl, selfeval.jsonl and filter_report.json; return the report."""
+def run_filter(cfg: FilterConfig, progress: bool = False) -> dict[str, Any]:
+    """Filter ``cfg.records``'s records; write cot.jsonl, selfeval.jsonl and filter_report.json; return the report
+    (``progress`` is accepted for the CLI; filtering is instant)."""
     cfg.validate()
     folder = Path(cfg.records)
     out = Path(cfg.out) if cfg.out else folder

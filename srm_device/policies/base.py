@@ -56,6 +56,8 @@ class RequestPolicy(ABC):
         s = self.score(x)
         if ratio <= 0.0:
             return Threshold(np.inf, 0.0, ratio)
+        if ratio >= 1.0:  # everyone, including scores below the lowest validation score
+            return Threshold(-np.inf, 1.0, ratio)
         tau = float(np.quantile(s, 1.0 - ratio, method="higher"))
         above, tied = float((s > tau).mean()), float((s == tau).mean())
         p_tie = float(np.clip((ratio - above) / tied, 0.0, 1.0)) if tied > 0 else 0.0

@@ -9,6 +9,7 @@ import warnings
 
 from tandem import __version__
 from tandem.cli import (
+    align_cmd,
     build_cmd,
     data_cmd,
     eval_cmd,
@@ -32,8 +33,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="tandem", description="Tandem: device–cloud collaborative recommendation (data, training, evaluation).")
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (data_cmd, train_cmd, build_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd, merge_cmd, simulate_cmd,
-                   serve_cmd):
+    for module in (data_cmd, train_cmd, build_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd, merge_cmd, align_cmd,
+                   simulate_cmd, serve_cmd):
         module.register(sub)
     return parser
 
