@@ -30,7 +30,7 @@ from alignment.seat.format import compose, cot_prompt, self_eval_prompt
 from alignment.seat.sft import run_sft
 
 
-def reference_rows(n: int, seed: int) -> tuple[list[dict], list[dict]]:
+def reference_rows(n: int, seed: int, max_chars: int = 300) -> tuple[list[dict], list[dict]]:
     """(CoT rows, self-evaluation rows) in TRL's conversational prompt–completion format, from reference solutions."""
     from reasoning_gym import create_dataset
 
@@ -39,7 +39,7 @@ def reference_rows(n: int, seed: int) -> tuple[list[dict], list[dict]]:
     for k, x in enumerate(create_dataset("gsm_symbolic", size=n, seed=seed)):
         gold = str(x["answer"])
         steps = re.sub(r"\n*#### *\S+\s*$", "", x["metadata"]["answer_cot"]).strip()
-        steps = " ".join(steps.split())[:600]
+        steps = " ".join(steps.split())[-max_chars:]  # the last steps: short rollouts fit on a CPU
         response = f"{steps} The answer is {gold}."
         cot.append({"id": str(k), "prompt": [{"role": "user", "content": cot_prompt(x["question"])}],
                     "completion": [{"role": "assistant", "content": response}]})
@@ -70,6 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", type=Path, default=Path("runs/adapo_gsm"))
     p.add_argument("--warm", type=int, default=64, help="warm-start SFT problems (default %(default)s)")
+    p.add_argument("--warm-epochs", type=float, default=3, help="warm-start SFT epochs (default %(default)s)")
     p.add_argument("--rl", type=int, default=32, help="GRPO problems (default %(default)s)")
     p.add_argument("--steps", type=int, default=12, help="GRPO steps per run (default %(default)s)")
     p.add_argument("--generations", type=int, default=4, help="rollouts per prompt (default %(default)s)")
@@ -87,7 +88,8 @@ def main() -> None:
     cot, selfeval = reference_rows(args.warm, seed=1)
     (data / "cot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cot))
     (data / "selfeval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in selfeval))
-    warm = SeatSFTConfig(data=str(data), out=str(out / "warm"), cot_ratio=0.25, epochs=1, batch_size=4, lr=5e-4)
+    warm = SeatSFTConfig(data=str(data), out=str(out / "warm"), cot_ratio=0.0, epochs=args.warm_epochs,
+                         batch_size=4, lr=1e-3)
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     if not (out / "warm" / "final").is_dir():
         report["warm"] = run_sft(warm)
@@ -102,7 +104,8 @@ def main() -> None:
         cfg = AdapoConfig(model=str(model), data=str(rl), out=str(out / name), steps=args.steps,
                           num_generations=args.generations, per_device_batch=args.generations,
                           max_completion_length=args.max_completion, lr=1e-5, beta0=0.04,
-                          adaptive_reward=adaptive, dynamic_kl=dynamic, seed=0, save_steps=max(args.steps // 2, 1))
+                          adaptive_reward=adaptive, dynamic_kl=dynamic, seed=0, temperature=0.7,
+                          save_steps=max(args.steps // 2, 1))
         report[name] = run_adapo(cfg)
         rows = read_metrics(Path(cfg.out) / METRICS)
         keys = ("reward_mean", "kl", "beta", "answer_accuracy", "self_eval_accuracy", "malformed_rate")

@@ -139,8 +139,15 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_problems(cfg.data)
-    dataset = Dataset.from_list([{"prompt": self_eval_prompt(r["question"]), "answer": r["answer"]} for r in rows])
     tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(cfg.model)
+    # a chat model gets its prompts as conversations (TRL applies the chat template), as Cas-SEAT SFT trained it
+    chat = getattr(tok, "chat_template", None) is not None
+
+    def prompt(question: str) -> Any:
+        text = self_eval_prompt(question)
+        return [{"role": "user", "content": text}] if chat else text
+
+    dataset = Dataset.from_list([{"prompt": prompt(r["question"]), "answer": r["answer"]} for r in rows])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
