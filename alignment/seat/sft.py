@@ -31,6 +31,32 @@ def _read(path: Path, vision: bool = False) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: int | None, save_steps: int,
+             seed: int, progress: bool, **extra: Any):
+    """TRL ``SFTConfig`` of the Cas-SEAT runs: completion-only loss, a log line per step, CPU unless CUDA is there."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                     learning_rate=lr, max_length=max_length, logging_steps=1, save_steps=save_steps,
+                     save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(), seed=seed,
+                     disable_tqdm=not progress, completion_only_loss=True, dataset_num_proc=1, **extra)
+
+
+def train_and_save(trainer, out: Path, processing_class) -> dict[str, Any]:
+    """Train (resuming from the newest ``checkpoint-*`` in ``out``), write the model and ``processing_class``
+    atomically to ``out/final``; returns steps, first/final logged loss, seconds, final folder, resumed."""
+    resume = any(out.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    with atomic_directory(out / "final") as tmp:
+        trainer.save_model(str(tmp))
+        processing_class.save_pretrained(str(tmp))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None, "seconds": result.metrics.get("train_runtime"),
+            "final": str(out / "final"), "resumed": resume}
+
+
 def mix(cot: list[dict], selfeval: list[dict], ratio: float, examples: int, seed: int) -> list[dict]:
     """Draw the CoT / self-evaluation mix (see the module doc); a TandemError when the sets cannot supply it."""
     limits = []
@@ -57,7 +83,7 @@ def run_sft(cfg: SeatSFTConfig, progress: bool = True, tokenizer=None) -> dict[s
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     cfg.validate()
     data, out = Path(cfg.data), Path(cfg.out)
@@ -91,21 +117,9 @@ def run_sft(cfg: SeatSFTConfig, progress: bool = True, tokenizer=None) -> dict[s
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    args = SFTConfig(output_dir=str(out), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                     learning_rate=cfg.lr, max_length=cfg.max_length, logging_steps=1, save_steps=cfg.save_steps,
-                     save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(), seed=cfg.seed,
-                     disable_tqdm=not progress, completion_only_loss=True, dataset_num_proc=1)
+    args = sft_args(out, cfg.epochs, cfg.batch_size, cfg.lr, cfg.max_length, cfg.save_steps, cfg.seed, progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config)
-    resume = any(out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    with atomic_directory(out / "final") as tmp:
-        trainer.save_model(str(tmp))
-        tok.save_pretrained(str(tmp))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    report = {"mix": counts, "steps": trainer.state.global_step, "resumed": resume,
-              "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-              "seconds": result.metrics.get("train_runtime"), "final": str(out / "final"),
-              "model": str(model_dir), "lora_r": cfg.lora_r}
+    report = {"mix": counts, **train_and_save(trainer, out, tok), "model": str(model_dir), "lora_r": cfg.lora_r}
     atomic_write_json(out / "sft_report.json", report)
     return report

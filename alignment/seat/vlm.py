@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alignment.seat.sft import sft_args, train_and_save
 from tandem.errors import TandemError
-from tandem.io import atomic_directory
 
 
 def _parts(messages: Any, where: str, name: str) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ def run_vlm_sft(model_dir: str | Path, rows: list[dict[str, Any]], out: str | Pa
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     if not rows:
         raise TandemError("no image+text rows to train on; pass the rows of read_vlm_jsonl")
@@ -127,22 +127,10 @@ def run_vlm_sft(model_dir: str | Path, rows: list[dict[str, Any]], out: str | Pa
         peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
                                  target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
     dataset = Dataset.from_list(_open_images(rows))
-    args = SFTConfig(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                     learning_rate=lr, max_length=max_length, logging_steps=1, save_steps=save_steps,
-                     save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(), seed=seed,
-                     disable_tqdm=not progress, completion_only_loss=True, remove_unused_columns=False,
-                     dataset_num_proc=1)
+    args = sft_args(out, epochs, batch_size, lr, max_length, save_steps, seed, progress, remove_unused_columns=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=proc,
                          peft_config=peft_config)
-    resume = any(out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    with atomic_directory(out / "final") as tmp:
-        trainer.save_model(str(tmp))
-        proc.save_pretrained(str(tmp))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "seconds": result.metrics.get("train_runtime"),
-            "final": str(out / "final"), "resumed": resume}
+    return train_and_save(trainer, out, proc)
 
 
 _TEMPLATE = ("{% for m in messages %}{{ '<|' + m['role'] + '|> ' }}{% if m['content'] is string %}{{ m['content'] }}"
