@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
+from eval.calibration import fit_platt
 from eval.candidates import CandidateSource
 from eval.evaluate import pad_histories
 from eval.metrics import metrics_from_ranks
@@ -24,7 +24,7 @@ from eval.selfeval import selfeval_report
 from eval.split import EvalCase
 from llm_cloud.paramgen.model import ParamGenerator, recent_window
 from llm_cloud.paramgen.prototypes import encode
-from srm_device.fusion import FUSION_RULES, FusionInputs, FusionParams, Platt, fuse
+from srm_device.fusion import FUSION_RULES, FusionInputs, FusionParams, fuse
 from srm_device.head import apply_head
 from srm_device.models import SequentialRecommender
 from srm_device.persona import Codebook
@@ -113,16 +113,11 @@ def fusion_inputs(ids: np.ndarray, source_scores: np.ndarray, logits: np.ndarray
     return FusionInputs(np.tile(np.arange(1, n + 1), (u, 1)), source_scores, logits)
 
 
-def _platt(x: np.ndarray, y: np.ndarray) -> Platt:
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(x.reshape(-1, 1), y.reshape(-1))
-    return Platt(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
-
-
 def fit_fusion(view: View) -> FusionParams:
     """Platt-calibrate SRM logits and cloud scores on validation candidates, then pick α by validation NDCG@10."""
     logits = view.fresh_logits
     label = view.fresh_ids == view.targets[:, None]
-    prm = FusionParams(srm=_platt(logits, label), llm=_platt(view.fresh_scores, label))
+    prm = FusionParams(srm=fit_platt(logits, label), llm=fit_platt(view.fresh_scores, label))
     x = fusion_inputs(view.fresh_ids, view.fresh_scores, logits)
     best = (-1.0, 0.5)
     for alpha in np.linspace(0.0, 1.0, 11):

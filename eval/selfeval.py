@@ -11,24 +11,10 @@ calibrated probability.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from eval.calibration import ece, fit_platt
 from srm_device.fusion import Platt
-
-BINS = 10
-
-
-def ece(p: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
-    """Expected calibration error: Σ_b (n_b / n)·|mean(y_b) − mean(p_b)| over equal-width probability bins."""
-    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    idx = np.minimum((p * bins).astype(int), bins - 1)  # (n,)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(y[m].mean() - p[m].mean())
-    return float(total)
 
 
 def _feature(mass: np.ndarray) -> np.ndarray:
@@ -39,8 +25,7 @@ def fit_selfeval(mass: np.ndarray, hit: np.ndarray) -> Platt:
     """Platt map of log(mass) to P(hit), fitted on validation lists."""
     if hit.min() == hit.max():
         return Platt(0.0, float(np.log((hit.mean() + 1e-6) / (1 - hit.mean() + 1e-6))))
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(_feature(mass), hit.astype(int))
-    return Platt(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+    return fit_platt(_feature(mass), hit.astype(int))
 
 
 def selfeval_report(valid_mass: np.ndarray, valid_hit: np.ndarray, test_mass: np.ndarray,

@@ -80,7 +80,8 @@ def test_selfeval_requests_where_the_llm_doubts_its_list():
 
 
 def test_ece_and_selfeval_report_by_hand():
-    from eval.selfeval import ece, selfeval_report
+    from eval.calibration import ece
+    from eval.selfeval import selfeval_report
 
     p = np.array([0.05, 0.05, 0.95, 0.95])
     y = np.array([0, 0, 1, 1])
