@@ -21,12 +21,7 @@ from typing import Any
 import torch
 
 from alignment.seat.format import START, answers_match, extract_answer, parse, self_eval_prompt
-
-
-def _chat(tok, prompt: str) -> str:
-    if tok.chat_template is None:
-        return prompt
-    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+from alignment.teacher import chat_text
 
 
 @torch.no_grad()
@@ -50,7 +45,7 @@ def evaluate_student(model, tok, problems: list[dict[str, Any]], max_tokens: int
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = []
     for prob in tqdm(problems, desc="evaluate", disable=not progress):
-        prompt_text = _chat(tok, self_eval_prompt(prob["question"]))
+        prompt_text = chat_text(tok, self_eval_prompt(prob["question"]))
         enc = tok(prompt_text, return_tensors="pt", add_special_tokens=False)
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_tokens, pad_token_id=pad)  # (1, L + new)
         text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

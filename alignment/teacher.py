@@ -30,6 +30,13 @@ class Teacher(Protocol):
         """``n`` completions of each prompt."""
 
 
+def chat_text(tok, prompt: str) -> str:
+    """``prompt`` as one user turn through ``tok``'s chat template, ready for the reply (unchanged without one)."""
+    if tok.chat_template is None:
+        return prompt
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
 def _check(n: int, temperature: float) -> None:
     if n < 1:
         raise ValueError(f"n (completions per prompt) must be >= 1, got {n}")
@@ -54,10 +61,7 @@ class LocalTeacher:
         self.gen = torch.Generator().manual_seed(seed)
 
     def _text(self, prompt: str) -> str:
-        if not self.chat:
-            return prompt
-        return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                            add_generation_prompt=True)
+        return chat_text(self.tok, prompt) if self.chat else prompt
 
     @torch.no_grad()
     def complete(self, prompts: list[str], n: int = 1, temperature: float = 0.0,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from merging.calibration import Example, token_nll
+from merging.calibration import Example, mean_nll, token_nll
 from merging.config import make_config
 from merging.methods import METHODS
 from merging.run import run_merge
@@ -125,15 +125,6 @@ def train_expert(base_dir: Path, tok, data: list[Example], out: Path, steps: int
     model.save_pretrained(str(out))  # safetensors
     tail = losses[-10:]
     return sum(tail) / len(tail)
-
-
-@torch.no_grad()
-def mean_nll(model, tok, data: list[Example], bs: int = 16) -> float:
-    tot, cnt = 0.0, 0.0
-    for i in range(0, len(data), bs):
-        s, c = token_nll(model, tok, data[i:i + bs])
-        tot, cnt = tot + s.sum().item(), cnt + c.sum().item()
-    return tot / cnt
 
 
 @torch.no_grad()

@@ -93,6 +93,17 @@ def batches(examples: Sequence[Example], size: int) -> Iterator[list[Example]]:
         yield list(examples[i:i + size])
 
 
+@torch.no_grad()
+def mean_nll(model, tok, examples: Sequence[Example], batch_size: int = 16,
+             params: dict[str, torch.Tensor] | None = None) -> float:
+    """Token-weighted mean completion NLL over ``examples`` (see :func:`token_nll`)."""
+    tot = cnt = 0.0
+    for b in batches(examples, batch_size):
+        s, c = token_nll(model, tok, b, params=params)
+        tot, cnt = tot + float(s.sum()), cnt + float(c.sum())
+    return tot / max(cnt, 1.0)
+
+
 def load_tokenizer(folder: Path):
     """The folder's tokenizer. A folder whose ``tokenizer_config.json`` names a plain tokenizers-backed class is
     loaded as exactly that: ``AutoTokenizer`` would follow ``config.json``'s model type and rebuild, e.g., a
@@ -128,13 +139,8 @@ class DeltaModel:
         nll, cnt = token_nll(self.model, self.tok, batch, params=self._params(deltas))
         return nll.sum() / cnt.sum().clamp_min(1)
 
-    @torch.no_grad()
     def mean_nll(self, deltas: dict[str, torch.Tensor], examples: Sequence[Example]) -> float:
-        tot = cnt = 0.0
-        for b in batches(examples, self.batch_size):
-            s, c = token_nll(self.model, self.tok, b, params=self._params(deltas))
-            tot, cnt = tot + float(s.sum()), cnt + float(c.sum())
-        return tot / max(cnt, 1.0)
+        return mean_nll(self.model, self.tok, examples, self.batch_size, params=self._params(deltas))
 
     def attribution(self, deltas: dict[str, torch.Tensor], examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         """Gradient × weight, ``mean_batches |∂L/∂W ⊙ ΔW|`` per module (out, in), at ``W + ΔW``."""
