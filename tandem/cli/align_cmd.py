@@ -7,9 +7,8 @@ import argparse
 import importlib
 import json
 
-from tandem.cli.common import add_parser, as_user_error
+from tandem.cli.common import add_parser, as_user_error, refuse_flags_with_config
 from tandem.config import add_dataclass_arguments, read_yaml_mapping
-from tandem.errors import TandemError
 
 # step -> (config class, runner, what it does)
 STEPS = {
@@ -39,9 +38,7 @@ def _config(step: str, args: argparse.Namespace):
     cls = _load(STEPS[step][0])
     flags = {f: getattr(args, f) for f in cls.__dataclass_fields__ if getattr(args, f, None) is not None}
     if args.config:
-        if flags:
-            raise TandemError(f"--config and --{next(iter(flags)).replace('_', '-')} were both given; put every "
-                              f"setting in the YAML file or pass them all as flags")
+        refuse_flags_with_config(["--" + f.replace("_", "-") for f in flags])
         values = read_yaml_mapping(args.config, f"align {step} config", "pass --config with a YAML file")
         return from_mapping(cls, values, f"align {step} config {args.config}")
     return from_mapping(cls, flags, f"align {step} setting")

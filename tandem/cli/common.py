@@ -23,6 +23,13 @@ def write_json(path: str | None, obj: dict) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+def refuse_flags_with_config(given: list[str]) -> None:
+    """A command takes its settings from ``--config`` or from flags, not both: ``given`` = the flags also set."""
+    if given:
+        raise TandemError(f"--config and {given[0]} were both given; put every setting in the YAML file or pass "
+                          f"them all as flags")
+
+
 def as_user_error(exc: ValueError) -> TandemError:
     return TandemError(str(exc))
 

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from tandem.cli.common import add_parser, dump
+from tandem.cli.common import add_parser, dump, refuse_flags_with_config
 from tandem.errors import TandemError
 
 
@@ -47,10 +47,7 @@ def config_from_args(args: argparse.Namespace):
              "adapter_calibration": args.adapter_calibration, "calibration_examples": args.calibration_examples,
              "calibration_steps": args.calibration_steps}
     if args.config:
-        given = [_FLAG[k] for k, v in flags.items() if v is not None]
-        if given:
-            raise TandemError(f"--config and {given[0]} were both given; put every setting in the YAML file or "
-                              f"pass them all as flags")
+        refuse_flags_with_config([_FLAG[k] for k, v in flags.items() if v is not None])
         return load_config(args.config)
     values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None and k in MERGE_KEYS}
     values["adapters"] = [_adapter_spec(a) for a in args.adapter or []]
