@@ -44,7 +44,16 @@ def _check(n: int, temperature: float) -> None:
         raise ValueError(f"n={n} greedy completions would all be equal; pass temperature > 0 or n=1")
 
 
-class LocalTeacher:
+class GreedyText:
+    """The LLM backends' text method, ``generate(prompts, max_new_tokens)``, on top of a teacher's ``complete``, so
+    teachers can also write keyword summaries (:mod:`llm_cloud.thinkrec.keywords`)."""
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 64) -> list[str]:
+        """One greedy completion per prompt."""
+        return [c[0] for c in self.complete(prompts, 1, 0.0, max_new_tokens)]
+
+
+class LocalTeacher(GreedyText):
     """A local causal LM folder (e.g. SmolLM2-135M-Instruct's fp32 copy); prompts go through the chat template when
     the tokenizer has one (``chat=True``)."""
 
@@ -82,7 +91,7 @@ class LocalTeacher:
         return out
 
 
-class OpenAITeacher:
+class OpenAITeacher(GreedyText):
     """``POST {base_url}/v1/completions`` with ``model``, ``prompt``, ``n``, ``temperature``, ``max_tokens``."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0) -> None:

@@ -29,7 +29,8 @@ class RecommendRequest(_Strict):
     user_id: int | None = Field(None, ge=0, description="dense user index of the served dataset (0-based)")
     history: History | None = Field(None, max_length=MAX_HISTORY, description="item ids, oldest first")
     k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
-    reasoning: bool = Field(False, description="also return a reasoning trace (needs a reasoning model)")
+    reasoning: bool = Field(False, description="also return a reasoning trace for the top item (needs a reasoning "
+                            "model: the server runs with `tandem serve --thinkrec DIR`; 501 otherwise)")
 
     @model_validator(mode="after")
     def _one_source(self) -> RecommendRequest:
@@ -60,8 +61,32 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     fusion: str
     decision: Decision
-    reasoning: str | None = None
-    timings_ms: dict[str, float] = Field(description="per stage: llm, srm, fusion, total")
+    reasoning: str | None = Field(None, description="with `reasoning: true`: `<top item's title>: <trace>`, the "
+                                  "ThinkRec model's reasoning on why the user would enjoy the top item")
+    timings_ms: dict[str, float] = Field(description="per stage: parameters, srm, policy, llm, fusion, total (and "
+                                         "reasoning when asked for)")
+
+
+class ExplainRequest(_Strict):
+    """Why would the user of ``history`` enjoy ``item_id``? Answered by the ThinkRec reasoning model."""
+
+    history: History = Field(default_factory=list, max_length=MAX_HISTORY,
+                             description="item ids, oldest first (may be empty)")
+    item_id: int = Field(ge=1, description="the item to explain (dense id)")
+    max_tokens: int = Field(96, ge=8, le=256, description="longest reasoning trace, in tokens")
+
+
+class ExplainResponse(BaseModel):
+    item_id: int
+    title: str
+    trace: str = Field(description="the model's reasoning about the item for this user")
+    p_yes: float = Field(description="probability that the user enjoys the item, read after the reasoning trace")
+    p_yes_direct: float = Field(description="the same probability without thinking (bare prompt)")
+    adapter: str = Field(description="the LoRA adapter that answered: general, a user group's (g0, g1, ...) or a "
+                         "mixture of the group adapters (mix_...)")
+    route: Literal["group", "general", "mix"] | None = Field(
+        None, description="how the gate over user groups routed this user; None when the model has no experts")
+    timings_ms: dict[str, float] = Field(description="per stage: gate, think, score, total")
 
 
 class CandidatesRequest(_Strict):

@@ -18,7 +18,8 @@ from typing import Any
 
 from alignment.seat.config import SeatSFTConfig
 from tandem.errors import TandemError
-from tandem.io import atomic_directory, atomic_write_json, atomic_write_text
+from tandem.io import atomic_write_json, atomic_write_text
+from tandem.sft_run import sft_args, train_and_save
 
 
 def _read(path: Path, vision: bool = False) -> list[dict[str, Any]]:
@@ -29,32 +30,6 @@ def _read(path: Path, vision: bool = False) -> list[dict[str, Any]]:
 
         return read_vlm_jsonl(path)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: int | None, save_steps: int,
-             seed: int, progress: bool, **extra: Any):
-    """TRL ``SFTConfig`` of the Cas-SEAT runs: completion-only loss, a log line per step, CPU unless CUDA is there."""
-    import torch
-    from trl import SFTConfig
-
-    return SFTConfig(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                     learning_rate=lr, max_length=max_length, logging_steps=1, save_steps=save_steps,
-                     save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(), seed=seed,
-                     disable_tqdm=not progress, completion_only_loss=True, dataset_num_proc=1, **extra)
-
-
-def train_and_save(trainer, out: Path, processing_class) -> dict[str, Any]:
-    """Train (resuming from the newest ``checkpoint-*`` in ``out``), write the model and ``processing_class``
-    atomically to ``out/final``; returns steps, first/final logged loss, seconds, final folder, resumed."""
-    resume = any(out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    with atomic_directory(out / "final") as tmp:
-        trainer.save_model(str(tmp))
-        processing_class.save_pretrained(str(tmp))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "seconds": result.metrics.get("train_runtime"),
-            "final": str(out / "final"), "resumed": resume}
 
 
 def mix(cot: list[dict], selfeval: list[dict], ratio: float, examples: int, seed: int) -> list[dict]:

@@ -55,7 +55,17 @@ async def metrics(request: Request) -> Response:
 
 @v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)")
 def recommend(body: p.RecommendRequest, serving: Serving) -> p.RecommendResponse:
+    """The fused top k: the cloud LLM's candidates reranked by the device SRM. With `reasoning: true`, also a
+    reasoning trace for the top item (501 when the server runs without a reasoning model)."""
     return serving.recommend(body)
+
+
+@v1.post("/explain", response_model=p.ExplainResponse, summary="Why a user would enjoy an item (ThinkRec)")
+def explain(body: p.ExplainRequest, serving: Serving) -> p.ExplainResponse:
+    """The ThinkRec reasoning model's trace for one item and a history, with its yes-probability with and without
+    thinking and the adapter its gate chose (arXiv 2505.15091). 501 when the server runs without a reasoning model
+    (`tandem serve --thinkrec DIR`); 422 for unknown item ids."""
+    return serving.explain(body)
 
 
 @v1.post("/candidates", response_model=p.CandidatesResponse, summary="The LLM's candidate list for a history")

@@ -13,6 +13,10 @@
 
 When the LLM fails, the answer is ranked with what is there (the stale cached list, or the SRM over the whole
 catalogue) and flagged ``degraded``; a recommendation never fails because of the LLM.
+
+With ``reasoning: true`` and a ThinkRec reasoning model loaded (arXiv 2505.15091, ``tandem serve --thinkrec DIR``),
+the same list is returned with a reasoning trace for its top item; ``POST /v1/explain`` explains any one item for a
+history, with the model's yes-probability with and without thinking. Without a reasoning model both answer 501.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,15 +34,19 @@ import torch
 from llm_cloud.backends import UnknownItemsError
 from llm_cloud.paramgen.model import recent_window
 from llm_cloud.paramgen.prototypes import encode
-from llm_cloud.service.errors import InvalidInput, NotFound, NotImplementedFeature, Unavailable
+from llm_cloud.service.errors import InvalidInput, NotFound, NotImplementedFeature, ServiceError, Unavailable
 from llm_cloud.service.metrics import Metrics
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
 from srm_device.scoring import candidate_logits, catalogue_logits, fuse_list, policy_inputs, top_k, user_vector
 from tandem import protocol as p
 
-REASONING_MESSAGE = ("reasoning traces need a reasoning model (ThinkRec), which this build does not include; send "
-                     "`reasoning: false`")
+if TYPE_CHECKING:
+    from llm_cloud.thinkrec.serve import Reasoner
+
+REASONING_MESSAGE = ("reasoning traces need a reasoning model (ThinkRec), and this server has none loaded: build one "
+                     "with `tandem eval thinkrec --out OUT` and serve with `tandem serve --thinkrec OUT/model` (or put "
+                     "it in the store's thinkrec/ folder); or send `reasoning: false`")
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,19 @@ class CandidateCache:
             self._data.move_to_end(key)
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
+
+
+@contextmanager
+def _reasoning_errors(param: str | None):
+    """A failing reasoning model is 503 with the reason (the recommendation itself never depends on it)."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        hint = ", or send `reasoning: false`" if param else ""
+        raise Unavailable(f"the reasoning model failed ({type(exc).__name__}: {exc}); retry{hint}",
+                          param=param) from exc
 
 
 class _Timer:
@@ -163,10 +185,17 @@ class TandemServing:
         flat = book.decode(*encode(book, self.generated_flat(history)[None]))[0]  # (p,)
         return HeadParams.unflatten(flat, self.stack.generator.spec)
 
+    def reasoner(self, param: str | None) -> Reasoner:
+        """The loaded ThinkRec model; :class:`NotImplementedFeature` (501) saying how to get one when there is none."""
+        if self.stack.reasoner is None:
+            raise NotImplementedFeature(REASONING_MESSAGE, param=param)
+        return self.stack.reasoner
+
     # --- routes ---------------------------------------------------------------------------------------------------
     def recommend(self, req: p.RecommendRequest) -> p.RecommendResponse:
-        if req.reasoning:
-            raise NotImplementedFeature(REASONING_MESSAGE, param="reasoning")
+        """The fused top ``k`` (module docstring); with ``reasoning`` also a trace for the top item (501 without a
+        reasoning model). The list is the same with and without ``reasoning``."""
+        reasoner = self.reasoner("reasoning") if req.reasoning else None
         st, th, t = self.stack, self.stack.thresholds, _Timer()
         with t("total"):
             history = self.user_history(req.user_id) if req.user_id is not None else self.check_items(
@@ -206,7 +235,23 @@ class TandemServing:
             else:
                 decision.cold_start = entry.cold_start
                 items, fusion = self._rank_list(user, entry, need, req.k, t), th.fusion
-        return p.RecommendResponse(items=items, fusion=fusion, decision=decision, timings_ms=t.ms)
+            reasoning = None
+            if reasoner is not None:
+                with t("reasoning"), _reasoning_errors("reasoning"):
+                    reasoning = reasoner.recommend_trace(st.srm, history, [it.item_id for it in items],
+                                                         [it.title for it in items])
+        return p.RecommendResponse(items=items, fusion=fusion, decision=decision, reasoning=reasoning,
+                                   timings_ms=t.ms)
+
+    def explain(self, req: p.ExplainRequest) -> p.ExplainResponse:
+        """The ThinkRec model's reasoning on whether the user of ``history`` would enjoy ``item_id``, with its
+        yes-probability with and without thinking and the adapter the gate chose. 501 without a reasoning model."""
+        reasoner = self.reasoner(None)
+        history = self.check_items(req.history, "history")
+        item = self.check_items([req.item_id], "item_id")[0]
+        with _reasoning_errors(None):
+            out = reasoner.explain(self.stack.srm, history, item, req.max_tokens)
+        return p.ExplainResponse(item_id=item, title=self.stack.dataset.catalogue.title(item), **out)
 
     def _rank_list(self, user: torch.Tensor, entry: CacheEntry, need: int, k: int,
                    t: _Timer) -> list[p.RecommendedItem]:

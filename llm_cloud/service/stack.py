@@ -3,14 +3,17 @@
 The stack is the cloud LLM (behind a backend), the device SRM the server runs for thin clients (``srm/``, or the
 LSC4Rec collaboratively fine-tuned ``collab/srm/`` when ``thresholds.json`` chose it, arXiv 2502.08667), the parameter
 generator with its Persona codebook, the dataset (catalogue and users' histories) and the fitted fusion and
-request-policy numbers. Anything missing or corrupt is a :class:`~tandem.errors.TandemError` whose message names the
-file and the fix, so ``tandem serve`` can print it in one line and ``/readyz`` can answer it.
+request-policy numbers, and optionally the ThinkRec reasoning model (arXiv 2505.15091) that writes reasoning traces
+(``--thinkrec DIR``, or ``<store>/thinkrec`` when it holds a built model). Anything missing or corrupt is a
+:class:`~tandem.errors.TandemError` whose message names the file and the fix, so ``tandem serve`` can print it in
+one line and ``/readyz`` can answer it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llm_cloud.backends import LLMBackend, load_backend
 from llm_cloud.paramgen.model import ParamGenerator
@@ -22,10 +25,15 @@ from tandem.artifacts import Store, Thresholds
 from tandem.data.dataset import SequenceDataset
 from tandem.errors import TandemError
 
+if TYPE_CHECKING:
+    from llm_cloud.thinkrec.serve import Reasoner
+
+THINKREC = "thinkrec"  # the store's default ThinkRec folder
 
 @dataclass
 class Stack:
-    """The loaded store. ``threshold`` is the request policy's calibrated threshold at ``thresholds.request_ratio``."""
+    """The loaded store. ``threshold`` is the request policy's calibrated threshold at ``thresholds.request_ratio``;
+    ``reasoner`` is the ThinkRec reasoning model, None when none is served."""
 
     store: Store
     thresholds: Thresholds
@@ -37,6 +45,7 @@ class Stack:
     fusion_params: FusionParams
     policy: RequestPolicy
     threshold: Threshold
+    reasoner: Reasoner | None = None
 
     @property
     def n_items(self) -> int:
@@ -100,13 +109,35 @@ def _load(store: Store, backend: str, backend_options: dict) -> Stack:
                  Threshold(pt.tau, pt.p_tie, pt.ratio))
 
 
-def load_stack(store_dir: str | Path, backend: str = "transformers", **backend_options) -> Stack:
-    """Load the store at ``store_dir``; any failure is a one-line :class:`TandemError` with the reason."""
+def thinkrec_folder(store: Store, thinkrec: str | Path | None) -> Path | None:
+    """The ThinkRec folder to serve: ``thinkrec`` when given, else ``<store>/thinkrec`` when it holds a built model."""
+    from llm_cloud.thinkrec.model import META
+
+    if thinkrec is not None:
+        return Path(thinkrec).expanduser()
+    default = store.root / THINKREC
+    return default if (default / META).is_file() else None
+
+
+def load_stack(store_dir: str | Path, backend: str = "transformers", thinkrec: str | Path | None = None,
+               **backend_options) -> Stack:
+    """Load the store at ``store_dir``, and the ThinkRec reasoning model from ``thinkrec`` (default: the store's
+    ``thinkrec/`` folder when it has one); any failure is a one-line :class:`TandemError` with the reason."""
     store = Store(Path(store_dir))
     try:
-        return _load(store, backend, backend_options)
+        stack = _load(store, backend, backend_options)
     except TandemError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in many libraries; report it as such
         raise TandemError(f"artifact store {store.root} could not be loaded ({type(exc).__name__}: {exc}); "
                           f"{_fix(store)}") from exc
+    folder = thinkrec_folder(store, thinkrec)
+    if folder is not None:
+        from llm_cloud.thinkrec.serve import Reasoner
+
+        try:
+            stack.reasoner = Reasoner.load(folder, stack.dataset.catalogue, stack.srm.config.hidden_size)
+        except BaseException:
+            stack.close()
+            raise
+    return stack

@@ -1,10 +1,11 @@
-"""``tandem eval srm``, ``tandem eval llm`` and ``tandem eval device``."""
+"""``tandem eval srm|llm|device|collab|thinkrec``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from tandem.cli.common import add_parser, write_json
+from tandem.cli.common import add_parser, dump, write_json
 from tandem.data.options import add_dataset_arguments, options_from_args
 
 
@@ -108,6 +109,26 @@ def _eval_collab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_thinkrec(args: argparse.Namespace) -> int:
+    import torch
+
+    from eval.thinkrec import run
+    from llm_cloud.thinkrec.pipeline import PipelineConfig
+    from tandem.cli.common import as_user_error
+    from tandem.config import dataclass_from_args
+
+    torch.set_num_threads(args.threads)
+    try:
+        cfg = dataclass_from_args(PipelineConfig, args)
+        cfg.validate()
+    except ValueError as exc:
+        raise as_user_error(exc) from None
+    report = run(cfg)
+    print(dump({k: v for k, v in report.items() if k != "config"}))
+    print(f"report: {cfg.out}/report.json", file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate models", description="Evaluate models.")
     esub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
@@ -156,3 +177,12 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
     p.add_argument("--max-users", type=int, metavar="N", help="first N validation and test users only")
+
+    from llm_cloud.thinkrec.pipeline import PipelineConfig
+    from tandem.config import add_dataclass_arguments
+
+    p = add_parser(esub, "thinkrec", "build and measure a ThinkRec reasoning model (arXiv 2505.15091) on an ML-100K "
+                   "subset: keywords, teacher traces, BCE+LM LoRA training, user-group experts; AUC/UAUC/NDCG@5 "
+                   "without thinking, with thinking, with thinking + experts (resumable from --out)", _eval_thinkrec)
+    add_dataclass_arguments(p, PipelineConfig)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")

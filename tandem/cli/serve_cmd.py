@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_cloud.service.app import create_app
     from llm_cloud.service.stack import load_stack
 
-    stack = load_stack(root, args.backend)  # a TandemError here is one line and exit code 2
+    stack = load_stack(root, args.backend, thinkrec=args.thinkrec)  # a TandemError here is one line and exit code 2
     app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size)
     import uvicorn
 
@@ -71,8 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): POST /v1/recommend, /v1/candidates, "
-                   "/v1/parameters, GET /v1/items/{id}, /healthz, /readyz, /metrics, docs at /docs; builds the "
-                   "embedded default store first when --artifacts has no manifest.json", _serve)
+                   "/v1/parameters, /v1/explain, GET /v1/items/{id}, /healthz, /readyz, /metrics, docs at /docs; "
+                   "builds the embedded default store first when --artifacts has no manifest.json", _serve)
     p.add_argument("--artifacts", metavar="DIR",
                    help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
@@ -82,5 +82,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--cache-size", type=_positive, default=4096,
                    help="candidate lists kept in the server's LRU cache (default: 4096)")
+    p.add_argument("--thinkrec", metavar="DIR", default=None,
+                   help="ThinkRec reasoning model folder (OUT/model of `tandem eval thinkrec --out OUT`) for POST "
+                        "/v1/explain and `reasoning: true` (default: the store's thinkrec/ folder when it has "
+                        "thinkrec.json; without one both answer 501)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default: info)")
