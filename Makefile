@@ -42,7 +42,7 @@ test-vllm:
 	    exit 0; }; \
 	fi; \
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_NUM_OF_RESERVED_CPU=0 $(VLLM_VENV)/bin/python -m pytest -q \
-	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py
+	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py tests/test_thinkrec_vllm.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@ exactly Σ w_k ΔW_k, the same as PEFT's "cat" mixture in memory, and MixtureFil
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,12 @@ def test_vllm_max_lora_rank_rounds_up_to_an_accepted_value() -> None:
     assert [vllm_max_lora_rank(r) for r in (1, 2, 8, 9, 14, 300, 512)] == [1, 8, 8, 16, 16, 320, 512]
     with pytest.raises(TandemError, match="max_lora_rank"):
         vllm_max_lora_rank(513)
+
+
+def test_vllm_scorer_names_the_install_command_when_vllm_is_missing(tmp_path: Path) -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed; tests/test_thinkrec_vllm.py covers the scorer")
+    from llm_cloud.thinkrec.vllm_scorer import VLLMThinkRec
+
+    with pytest.raises(TandemError, match=r"pip install -e \"\.\[vllm\]\""):
+        VLLMThinkRec(tmp_path)
