@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from pathlib import Path
 
 import torch
@@ -28,18 +27,16 @@ from alignment.adapo.trainer import METRICS, plot_metrics, read_metrics, run_ada
 from alignment.seat.config import SeatSFTConfig
 from alignment.seat.format import compose, cot_prompt, self_eval_prompt
 from alignment.seat.sft import run_sft
+from bench.gym_tasks import TASKS, problems, reference_steps
 
 
-def reference_rows(n: int, seed: int, max_chars: int = 300) -> tuple[list[dict], list[dict]]:
+def reference_rows(task: str, n: int, seed: int, max_chars: int = 300) -> tuple[list[dict], list[dict]]:
     """(CoT rows, self-evaluation rows) in TRL's conversational prompt–completion format, from reference solutions."""
-    from reasoning_gym import create_dataset
-
     rng = random.Random(seed)
     cot, selfeval = [], []
-    for k, x in enumerate(create_dataset("gsm_symbolic", size=n, seed=seed)):
+    for k, x in enumerate(problems(task, n, seed)):
         gold = str(x["answer"])
-        steps = re.sub(r"\n*#### *\S+\s*$", "", x["metadata"]["answer_cot"]).strip()
-        steps = " ".join(steps.split())[-max_chars:]  # the last steps: short rollouts fit on a CPU
+        steps = " ".join(reference_steps(task, x).split())[-max_chars:]  # the last steps: short rollouts fit on a CPU
         response = f"{steps} The answer is {gold}."
         cot.append({"id": str(k), "prompt": [{"role": "user", "content": cot_prompt(x["question"])}],
                     "completion": [{"role": "assistant", "content": response}]})
@@ -69,6 +66,8 @@ def merged_model(adapter: Path, base: Path, out: Path) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", type=Path, default=Path("runs/adapo_gsm"))
+    p.add_argument("--task", choices=list(TASKS), default="gsm_symbolic",
+                   help="reasoning-gym task (default %(default)s)")
     p.add_argument("--warm", type=int, default=64, help="warm-start SFT problems (default %(default)s)")
     p.add_argument("--warm-epochs", type=float, default=3, help="warm-start SFT epochs (default %(default)s)")
     p.add_argument("--rl", type=int, default=32, help="GRPO problems (default %(default)s)")
@@ -78,14 +77,12 @@ def main() -> None:
     p.add_argument("--only", choices=["adapo", "baseline"], default=None, help="run one arm only")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from reasoning_gym import create_dataset
-
     from tandem.smollm import base_model_dir
 
     out = args.out_dir
     data = out / "warm_data"
     data.mkdir(parents=True, exist_ok=True)
-    cot, selfeval = reference_rows(args.warm, seed=1)
+    cot, selfeval = reference_rows(args.task, args.warm, seed=1)
     (data / "cot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cot))
     (data / "selfeval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in selfeval))
     warm = SeatSFTConfig(data=str(data), out=str(out / "warm"), cot_ratio=0.0, epochs=args.warm_epochs,
@@ -96,7 +93,7 @@ def main() -> None:
     model = merged_model(out / "warm" / "final", base_model_dir(), out / "warm_merged")
     rl = out / "rl.jsonl"
     rl.write_text("".join(json.dumps({"question": x["question"], "answer": str(x["answer"])}) + "\n"
-                          for x in create_dataset("gsm_symbolic", size=args.rl, seed=3)))
+                          for x in problems(args.task, args.rl, seed=3)))
     arms = {"adapo": (True, True), "baseline": (False, False)}
     for name, (adaptive, dynamic) in arms.items():
         if args.only and name != args.only:

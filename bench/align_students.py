@@ -1,4 +1,4 @@
-"""Held-out gsm_symbolic table for the self-evaluation students (issue 8): base, Cas-SEAT-format SFT, AdaPO, GRPO.
+"""Held-out reasoning-gym table for the self-evaluation students (issue 8): base, Cas-SEAT-format SFT, AdaPO, GRPO.
 
 Each model answers the same ``--eval`` held-out problems (seed 2, with every question of the training seeds dropped)
 through :func:`alignment.evaluate.evaluate_student`: answer accuracy, final accuracy, malformed rate, self-evaluation
@@ -20,22 +20,23 @@ from pathlib import Path
 
 import torch
 
+from bench.gym_tasks import TASKS, problems
 from bench.seat_gsm import evaluate
 
 
-def held_out(n: int, train: list[tuple[int, int]], seed: int = 2) -> list[dict]:
+def held_out(task: str, n: int, train: list[tuple[int, int]], seed: int = 2) -> list[dict]:
     """``n`` problems from ``seed`` whose question is in none of the ``(seed, size)`` training sets."""
-    from reasoning_gym import create_dataset
-
-    seen = {x["question"] for s, size in train for x in create_dataset("gsm_symbolic", size=size, seed=s)}
+    seen = {x["question"] for s, size in train for x in problems(task, size, s)}
     rows = [{"question": x["question"], "answer": str(x["answer"])}
-            for x in create_dataset("gsm_symbolic", size=2 * n, seed=seed) if x["question"] not in seen]
+            for x in problems(task, 2 * n, seed) if x["question"] not in seen]
     return rows[:n]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/adapo_gsm"), help="bench/adapo_gsm.py's --out-dir")
+    p.add_argument("--task", choices=list(TASKS), default="gsm_symbolic",
+                   help="reasoning-gym task (default %(default)s)")
     p.add_argument("--eval", type=int, default=32, help="held-out problems (default %(default)s)")
     p.add_argument("--max-tokens", type=int, default=320, help="tokens per answer (default %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="report path (default RUNS/students.json)")
@@ -48,15 +49,15 @@ def main() -> None:
     missing = [f"{k}={v}" for k, v in models.items() if not (Path(v) / "config.json").is_file()]
     if missing:
         raise SystemExit(f"models not found: {', '.join(missing)}; run bench/adapo_gsm.py first")
-    problems = held_out(args.eval, train=[(1, 64), (3, 32)])
+    held = held_out(args.task, args.eval, train=[(1, 64), (3, 32)])
     out = args.out or args.runs / "students.json"
     report: dict = json.loads(out.read_text()) if out.is_file() else {}
-    report["problems"] = len(problems)
+    report["problems"], report["task"] = len(held), args.task
     for name, path in models.items():
         if name in report:
             continue  # resumable: one model at a time
         t0 = time.perf_counter()
-        res = evaluate(Path(path), None, problems, args.max_tokens)
+        res = evaluate(Path(path), None, held, args.max_tokens)
         report[name] = {k: v for k, v in res.items() if k != "rows"} | {"seconds": time.perf_counter() - t0}
         print(name, json.dumps(report[name]), flush=True)
         tmp = out.with_suffix(".tmp")

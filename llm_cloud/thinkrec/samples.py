@@ -11,10 +11,12 @@ A sample is identified by ``user:history length:item``, so traces, keywords and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eval.split import EvalCase, LeaveOneOut
+if TYPE_CHECKING:
+    from eval.split import EvalCase, LeaveOneOut
 
 
 @dataclass(frozen=True)
