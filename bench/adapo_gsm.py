@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12, help="GRPO steps per run (default %(default)s)")
     p.add_argument("--generations", type=int, default=4, help="rollouts per prompt (default %(default)s)")
     p.add_argument("--max-completion", type=int, default=160, help="tokens per rollout (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-5, help="GRPO learning rate (default %(default)s)")
     p.add_argument("--only", choices=["adapo", "baseline"], default=None, help="run one arm only")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -100,7 +101,7 @@ def main() -> None:
             continue
         cfg = AdapoConfig(model=str(model), data=str(rl), out=str(out / name), steps=args.steps,
                           num_generations=args.generations, per_device_batch=args.generations,
-                          max_completion_length=args.max_completion, lr=1e-5, beta0=0.04,
+                          max_completion_length=args.max_completion, lr=args.lr, beta0=0.04,
                           adaptive_reward=adaptive, dynamic_kl=dynamic, seed=0, temperature=0.7,
                           save_steps=max(args.steps // 2, 1))
         report[name] = run_adapo(cfg)
