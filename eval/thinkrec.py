@@ -46,8 +46,8 @@ def score_arm(pipe: Pipeline, model, samples: list[Sample], think: bool, experts
     for name in dict.fromkeys(names):
         idx = [i for i, n in enumerate(names) if n == name]
         ps = [prompts[i] for i in idx]
-        tr = model.think(ps, adapter=name, max_new_tokens=pipe.cfg.trace_tokens) if think else None
-        scores[idx] = model.p_yes(ps, tr, adapter=name)
+        tr = model.think(ps, adapter=name, max_new_tokens=pipe.cfg.trace_tokens, progress=True) if think else None
+        scores[idx] = model.p_yes(ps, tr, adapter=name, progress=True)
         for j, i in enumerate(idx):
             thoughts[i] = tr[j] if tr else None
     return {"scores": scores.tolist(), "thoughts": thoughts, "routes": routes,

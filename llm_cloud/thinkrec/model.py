@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from llm_cloud.thinkrec.encode import Encoder, pad_batch
 from llm_cloud.thinkrec.experts import Clustering, MixtureCache, Route, gate_weights, route
@@ -101,7 +102,7 @@ class ThinkRecModel:
 
     @torch.no_grad()
     def p_yes(self, prompts: list[str], traces: list[str | None] | None = None, adapter: str | None = GENERAL,
-              batch_size: int = 8) -> np.ndarray:
+              batch_size: int = 8, progress: bool = False) -> np.ndarray:
         """(n,) p(yes) = softmax over the " Yes"/" No" logits after each prompt (and its trace) and ``Answer:``;
         ``adapter`` None runs the model as it is (a plain base model: the untrained student)."""
         traces = traces or [None] * len(prompts)
@@ -109,7 +110,7 @@ class ThinkRecModel:
         out = []
         with self.lock:
             self._use(adapter)
-            for i in range(0, len(rows), batch_size):
+            for i in tqdm(range(0, len(rows), batch_size), desc="p(yes)", disable=not progress):
                 ids, mask, pos = pad_batch(rows[i:i + batch_size], self.pad_id, left=True)
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
                 pair = logits[:, -1, [self.enc.yes_id, self.enc.no_id]].float()  # (b, 2)
@@ -118,12 +119,12 @@ class ThinkRecModel:
 
     @torch.no_grad()
     def think(self, prompts: list[str], adapter: str | None = GENERAL, max_new_tokens: int = 96,
-              batch_size: int = 8) -> list[str]:
+              batch_size: int = 8, progress: bool = False) -> list[str]:
         """Greedy reasoning traces for thinking prompts (the text before the answer line)."""
         out = []
         with self.lock:
             self._use(adapter)
-            for i in range(0, len(prompts), batch_size):
+            for i in tqdm(range(0, len(prompts), batch_size), desc="think", disable=not progress):
                 rows = [self.enc.prompt_ids(p) for p in prompts[i:i + batch_size]]
                 ids, mask, _ = pad_batch(rows, self.pad_id, left=True)
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,

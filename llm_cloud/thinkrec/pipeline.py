@@ -138,7 +138,8 @@ class Pipeline:
         if not student_file.is_file():
             student = ThinkRecModel(AutoModelForCausalLM.from_pretrained(self.base),
                                     AutoTokenizer.from_pretrained(self.base), 768, None, [])
-            atomic_write_json(student_file, student.p_yes([r["prompt"] for r in bare], adapter=None).tolist())
+            atomic_write_json(student_file, student.p_yes([r["prompt"] for r in bare], adapter=None,
+                                                                      progress=True).tolist())
         p = json.loads(student_file.read_text())
         wrong = wrong_rows(self.rows(train, think=True), p)
         rng = np.random.default_rng(self.cfg.seed)
