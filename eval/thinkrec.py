@@ -54,6 +54,16 @@ def score_arm(pipe: Pipeline, model, samples: list[Sample], think: bool, experts
             "seconds_per_sample": (time.perf_counter() - t0) / max(len(samples), 1)}
 
 
+def srm_arm(pipe: Pipeline, samples: list[Sample]) -> dict:
+    """The device SRM's logits for the same samples: the sequential recommender ThinkRec is compared with."""
+    from srm_device.scoring import candidate_logits, user_vector
+
+    pipe.srm.eval()
+    scores = [float(candidate_logits(pipe.srm, user_vector(pipe.srm, list(s.history)), np.array([s.item]))[0])
+              for s in samples]
+    return {"scores": scores, "seconds_per_sample": 0.0, "routes": {}}
+
+
 def run(cfg: PipelineConfig) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,7 +77,7 @@ def run(cfg: PipelineConfig) -> dict:
     traces = pipe.traces(train, teacher)
     student = ThinkRecModel(AutoModelForCausalLM.from_pretrained(pipe.base), AutoTokenizer.from_pretrained(pipe.base),
                          768, None, [])
-    arms: dict[str, dict] = {"base": _cached(out / "scores_base.json",
+    arms: dict[str, dict] = {"srm": srm_arm(pipe, test), "base": _cached(out / "scores_base.json",
                                              lambda m=student: score_arm(pipe, m, test, False, False, None))}
     del student, teacher
     bare_rows = pipe.rows(train, think=False)

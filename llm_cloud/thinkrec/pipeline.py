@@ -156,9 +156,10 @@ class Pipeline:
         folder = self.out / name
         if not (folder / "final" / "adapter_config.json").is_file():
             _write_jsonl(folder.with_suffix(".jsonl"), rows)
-            self.report[f"train_{name}"] = run_train(ThinkRecTrainConfig(
-                data=str(folder.with_suffix(".jsonl")), out=str(folder), model=str(self.base),
-                init_adapter=str(init) if init else None, epochs=epochs, seed=self.cfg.seed))
+            run_train(ThinkRecTrainConfig(data=str(folder.with_suffix(".jsonl")), out=str(folder),
+                                          model=str(self.base), init_adapter=str(init) if init else None,
+                                          epochs=epochs, seed=self.cfg.seed))
+        self.report[f"train_{name}"] = json.loads((folder / "train_report.json").read_text())
         return folder / "final"
 
     def user_vectors(self, histories: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
