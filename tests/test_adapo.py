@@ -83,13 +83,15 @@ def test_reward_function_call_and_ema():
     _close(r.current, {k: 0.9 + 0.1 * v for k, v in target.items()})
     assert out == [0.0, -1.0]  # ww earns nothing; malformed gets the format penalty
     s = r.last_stats
-    assert s["malformed_rate"] == 0.5 and s["reward_final_right"] is None and r.reward_gap() is None
+    assert s["malformed_rate"] == 0.5 and s["reward_final_right"] is None and r.reward_gap() == 0.0  # none right
     out = r(["p"] * 2, [COMPLETIONS["wr"], COMPLETIONS["rr"]], answer=[GOLD, 12])
     w = r.current
     assert out == pytest.approx([w["eval"] + w["revision"], w["answer"] + w["eval"]])
     fixed = AdaptiveReward(adaptive=False)
     assert fixed(["p"] * 3, [COMPLETIONS["wr"], COMPLETIONS["rw"], "x"], answer=[GOLD] * 3) == [2.0, 0.0, -1.0]
     assert fixed.reward_gap() == pytest.approx(2.0 - (0.0 - 1.0) / 2)
+    fixed(["p"], [COMPLETIONS["rr"]], answer=[12])
+    assert fixed.reward_gap() is None  # nothing wrong: no gap to measure
     with pytest.raises(ValueError, match="answer"):
         fixed(["p"], ["x"])
 

@@ -2,13 +2,17 @@
 
 After each step the reward gap is measured on the step's rollouts::
 
-    gap_t = mean R(final answer right) − mean R(final answer wrong)     (None if either group is empty)
+    gap_t = mean R(final answer right) − mean R(final answer wrong)     (0 if no final answer is right,
+                                                                         None if none is wrong)
     β_t+1 = clip(β_t · exp(rate · (target_gap − gap_t) / target_gap), β_min, β_max)
 
 A healthy reward separates right from wrong outcomes. When the gap shrinks below ``target_gap`` the reward has
 stopped tracking correctness — the signature of reward hacking, e.g. collecting the verdict reward by gaming
 Accept/Refine instead of answering right — so β grows and pulls the policy back to the reference model. While the gap
-is above target β relaxes, letting the policy move. A None gap leaves β unchanged; ``fixed=True`` never changes it.
+is above target β relaxes, letting the policy move. A batch without a single right final answer counts as gap 0:
+measured on chain_sum at lr 5e-5, holding β there let a policy that had just relaxed β collapse into malformed
+outputs (every reward −1, zero GRPO advantage) and stay there. A None gap (no wrong answer) leaves β unchanged;
+``fixed=True`` never changes it.
 """
 
 from __future__ import annotations

@@ -136,6 +136,10 @@ class AdaptiveReward:
         return rewards
 
     def reward_gap(self) -> float | None:
-        """Mean reward of final-right minus final-wrong rollouts of the last batch (None if a group is empty)."""
+        """Mean reward of final-right minus final-wrong rollouts of the last batch. A batch with no right final answer
+        has gap 0 (the reward separates nothing, e.g. a policy collapsed into malformed outputs); a batch with no
+        wrong one has no gap (None)."""
         right, wrong = self.last_stats.get("reward_final_right"), self.last_stats.get("reward_final_wrong")
-        return None if right is None or wrong is None else right - wrong
+        if wrong is None:
+            return None
+        return 0.0 if right is None else right - wrong
