@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -126,3 +127,20 @@ class OpenAITeacher(GreedyText):
                 raise TeacherError(f"teacher {self.name} sent {len(texts)} completions, asked for {n}")
             out.append(texts)
         return out
+
+
+def make_teacher(teacher: str, teacher_model: str | None = None) -> Teacher:
+    """``teacher``: ``"local"`` (``teacher_model`` is a model folder, default SmolLM2-135M-Instruct) or an
+    OpenAI-compatible base URL (``teacher_model`` is the served model's name; the API key, if any, comes from
+    ``$TANDEM_TEACHER_API_KEY``)."""
+    if teacher == "local":
+        if teacher_model is None:
+            from tandem.smollm import base_model_dir
+
+            teacher_model = str(base_model_dir())
+        return LocalTeacher(teacher_model)
+    if teacher.startswith(("http://", "https://")):
+        if not teacher_model:
+            raise TandemError("teacher is a URL but teacher_model is not set; pass the served model's name")
+        return OpenAITeacher(teacher, teacher_model, api_key=os.environ.get("TANDEM_TEACHER_API_KEY"))
+    raise TandemError(f"teacher={teacher!r} is neither 'local' nor an http(s) URL; pass one of those")

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from alignment.teacher import make_teacher
 from eval.pointwise import pointwise_report
-from llm_cloud.thinkrec.pipeline import Pipeline, PipelineConfig, teacher_for
+from llm_cloud.thinkrec.pipeline import Pipeline, PipelineConfig
 from llm_cloud.thinkrec.samples import Sample
 from tandem.io import atomic_write_json
 
@@ -72,7 +73,7 @@ def run(cfg: PipelineConfig) -> dict:
     pipe = Pipeline(cfg)
     out = pipe.out
     train, test = pipe.samples()
-    teacher = teacher_for(cfg, pipe.base)
+    teacher = make_teacher(cfg.teacher, cfg.teacher_model)
     pipe.keywords(train + test, teacher)
     traces = pipe.traces(train, teacher)
     student = ThinkRecModel(AutoModelForCausalLM.from_pretrained(pipe.base), AutoTokenizer.from_pretrained(pipe.base),

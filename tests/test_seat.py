@@ -205,9 +205,9 @@ def test_openai_teacher_against_a_local_stand_in_server(tmp_path):
         assert teacher.complete(["q"], n=2, temperature=0.7) == [["2 + 2 = 4. The answer is 4."] * 2]
         cfg = SynthConfig(out=str(tmp_path / "s"), source_file=_source(tmp_path, [{"question": "2+2?", "answer": 4}]),
                           samples=1, teacher=live.url, teacher_model="stand-in")
-        from alignment.seat.synthesize import make_teacher
+        from alignment.teacher import make_teacher
 
-        report = run_synthesize(cfg, teacher=make_teacher(cfg), progress=False)
+        report = run_synthesize(cfg, teacher=make_teacher(cfg.teacher, cfg.teacher_model), progress=False)
     assert report["synthesized"] == 1
     assert state["bodies"][-1]["model"] == "stand-in" and state["bodies"][-1]["prompt"].startswith("Problem:")
 

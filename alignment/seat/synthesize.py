@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from alignment.seat.config import SynthConfig
 from alignment.seat.format import cot_prompt, eval_prompt, extract_answer
-from alignment.teacher import Teacher, TeacherError
+from alignment.teacher import Teacher, TeacherError, make_teacher
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
 
@@ -84,23 +84,6 @@ def source_filter(rows: list[dict[str, Any]], cfg: SynthConfig) -> tuple[list[di
     return rows, counts
 
 
-def make_teacher(cfg: SynthConfig) -> Teacher:
-    from alignment.teacher import LocalTeacher, OpenAITeacher
-
-    if cfg.teacher == "local":
-        model = cfg.teacher_model
-        if model is None:
-            from tandem.smollm import base_model_dir
-
-            model = base_model_dir()
-        return LocalTeacher(model)
-    if cfg.teacher.startswith(("http://", "https://")):
-        if not cfg.teacher_model:
-            raise TandemError("teacher is a URL but teacher_model is not set; pass the served model's name")
-        return OpenAITeacher(cfg.teacher, cfg.teacher_model, api_key=os.environ.get("TANDEM_TEACHER_API_KEY"))
-    raise TandemError(f"teacher={cfg.teacher!r} is neither 'local' nor an http(s) URL; pass one of those")
-
-
 def synthesize_one(teacher: Teacher, row: dict[str, Any], cfg: SynthConfig) -> dict[str, Any]:
     """One problem through the cascade: CoT samples, then the evaluation of the first one."""
     q = row["question"]
@@ -137,7 +120,7 @@ def run_synthesize(cfg: SynthConfig, teacher: Teacher | None = None, progress: b
     path = out / RECORDS
     done = _done_ids(path)
     todo = [r for r in rows if r["id"] not in done]
-    teacher = teacher if teacher is not None else make_teacher(cfg)
+    teacher = teacher if teacher is not None else make_teacher(cfg.teacher, cfg.teacher_model)
     ok = failed = 0
     seconds: list[float] = []
     with path.open("a", encoding="utf-8") as sink:

@@ -67,14 +67,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def teacher_for(cfg: PipelineConfig, base: Path):
-    from alignment.teacher import LocalTeacher, OpenAITeacher
-
-    if cfg.teacher == "local":
-        return LocalTeacher(cfg.teacher_model or base)
-    return OpenAITeacher(cfg.teacher, cfg.teacher_model)
-
-
 class Pipeline:
     def __init__(self, cfg: PipelineConfig) -> None:
         from eval.split import leave_one_out
