@@ -160,10 +160,10 @@ def test_explain_by_handler_empty_history_and_keywords(serving, think_calls) -> 
 
 
 def test_explain_through_a_mixture_of_group_adapters(serving, monkeypatch) -> None:
-    import llm_cloud.thinkrec.model as model_module
+    import llm_cloud.thinkrec.experts as experts_module
     from tandem import protocol as p
 
-    monkeypatch.setattr(model_module, "gate_weights", lambda user, centroids: np.array([0.7, 0.3]))  # neither sure
+    monkeypatch.setattr(experts_module, "gate_weights", lambda user, centroids: np.array([0.7, 0.3]))  # neither sure
     out = serving.explain(p.ExplainRequest(history=[5, 6], item_id=7, max_tokens=8))  # nor uniform: a mixture
     assert out.route == "mix" and out.adapter.startswith("mix_") and 0 <= out.p_yes <= 1
 

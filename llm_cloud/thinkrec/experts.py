@@ -17,6 +17,7 @@ import math
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -172,6 +173,20 @@ def route(weights: np.ndarray) -> Route:
     if entropy(w) >= 0.95 * math.log(k):
         return Route("general", None, w)
     return Route("mix", None, w)
+
+
+def pick_adapter(clustering: Clustering | None, experts: list[str], user: np.ndarray | None, general: str,
+                 mixture: Callable[[np.ndarray], str]) -> tuple[str, Route | None]:
+    """The adapter name for a user vector (d,): its group's (``experts[k]``), ``general``, or ``mixture(weights)``
+    (the engine's exact weighted mixture of the group adapters). Without a clustering or a vector: ``general``."""
+    if clustering is None or user is None:
+        return general, None
+    r = route(gate_weights(user, clustering.centroids))
+    if r.kind == "group":
+        return experts[r.group], r
+    if r.kind == "general":
+        return general, r
+    return mixture(r.weights), r
 
 
 # ------------------------------------------------------------------------------------------------------- LoRA mixing

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_cloud.thinkrec.encode import Encoder, pad_batch
-from llm_cloud.thinkrec.experts import Clustering, MixtureCache, Route, gate_weights, route
+from llm_cloud.thinkrec.experts import Clustering, MixtureCache, Route, pick_adapter
 from llm_cloud.thinkrec.keywords import KeywordCache
 from llm_cloud.thinkrec.prompts import item_line, rec_prompt, strip_answer
 from tandem.errors import TandemError
@@ -86,15 +86,11 @@ class ThinkRecModel:
     def adapter_for(self, user: np.ndarray | None) -> tuple[str, Route | None]:
         """The adapter for a user vector (d,): its group's, the general one, or the exact weighted mixture of the
         group adapters' ΔW. Without experts (or a vector) it is the general adapter."""
-        if self.clustering is None or user is None:
-            return GENERAL, None
-        r = route(gate_weights(user, self.clustering.centroids))
-        if r.kind == "group":
-            return self.experts[r.group], r
-        if r.kind == "general":
-            return GENERAL, r
+        return pick_adapter(self.clustering, self.experts, user, GENERAL, self._mixture)
+
+    def _mixture(self, weights: np.ndarray) -> str:
         with self.lock:
-            return self.mixtures.get(self.experts, r.weights), r
+            return self.mixtures.get(self.experts, weights)
 
     def _use(self, adapter: str | None) -> None:
         if adapter is not None:

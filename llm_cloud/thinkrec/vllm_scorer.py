@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_cloud.thinkrec.encode import Encoder
-from llm_cloud.thinkrec.experts import Clustering, Route, gate_weights, route
+from llm_cloud.thinkrec.experts import Clustering, Route, pick_adapter
 from llm_cloud.thinkrec.mixture_files import MixtureFiles, adapter_rank, vllm_max_lora_rank
 from llm_cloud.thinkrec.model import GENERAL, META
 from llm_cloud.thinkrec.prompts import strip_answer
@@ -117,14 +117,7 @@ class VLLMThinkRec:
 
     def adapter_for(self, user: np.ndarray | None) -> tuple[str, Route | None]:
         """As :meth:`ThinkRecModel.adapter_for`: the group's adapter, the general one, or the exact mixture."""
-        if self.clustering is None or user is None:
-            return GENERAL, None
-        r = route(gate_weights(user, self.clustering.centroids))
-        if r.kind == "group":
-            return self.experts[r.group], r
-        if r.kind == "general":
-            return GENERAL, r
-        return self.mixture(r.weights), r
+        return pick_adapter(self.clustering, self.experts, user, GENERAL, self.mixture)
 
     def _lora(self, adapter: str | None):
         """The ``LoRARequest`` of an adapter name (stable int id per name); None for the base model."""
