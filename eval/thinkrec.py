@@ -10,6 +10,7 @@ The report is ``OUT/report.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -66,8 +67,6 @@ def srm_arm(pipe: Pipeline, samples: list[Sample]) -> dict:
 
 
 def run(cfg: PipelineConfig) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from llm_cloud.thinkrec.model import ThinkRecModel
 
     pipe = Pipeline(cfg)
@@ -76,11 +75,10 @@ def run(cfg: PipelineConfig) -> dict:
     teacher = make_teacher(cfg.teacher, cfg.teacher_model)
     pipe.keywords(train + test, teacher)
     traces = pipe.traces(train, teacher)
-    student = ThinkRecModel(AutoModelForCausalLM.from_pretrained(pipe.base), AutoTokenizer.from_pretrained(pipe.base),
-                         768, None, [])
-    arms: dict[str, dict] = {"srm": srm_arm(pipe, test), "base": _cached(out / "scores_base.json",
-                                             lambda m=student: score_arm(pipe, m, test, False, False, None))}
-    del student, teacher
+    arms: dict[str, dict] = {"srm": srm_arm(pipe, test), "base": _cached(
+        out / "scores_base.json", lambda: score_arm(pipe, pipe.student, test, False, False, None))}
+    pipe.drop_student()
+    del teacher
     bare_rows = pipe.rows(train, think=False)
     think_rows = {r["id"]: r for r in pipe.rows(train, think=True)}
     trace_rows = [think_rows[i] | {"trace": t} for i, t in traces.items() if i in think_rows]
@@ -117,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m eval.thinkrec`` runs ``tandem eval thinkrec``."""
     from tandem.cli.main import main as tandem_main
 
-    return tandem_main(["eval", "thinkrec", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return tandem_main(["eval", "thinkrec", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

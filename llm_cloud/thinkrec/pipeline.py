@@ -17,6 +17,7 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -117,21 +118,30 @@ class Pipeline:
         return [{"id": s.id, "user": s.user, "prompt": self.texts.prompt(s.history, s.item, think=think),
                  "label": s.label} for s in samples]
 
-    # 3
-    def traces(self, train: list[Sample], teacher) -> dict[str, str]:
+    @cached_property
+    def student(self):
+        """The untrained student: the plain base model (no adapter), loaded once for the trace step and the base
+        arm; :meth:`drop_student` frees it."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from llm_cloud.thinkrec.model import ThinkRecModel
+
+        return ThinkRecModel(AutoModelForCausalLM.from_pretrained(self.base), AutoTokenizer.from_pretrained(self.base),
+                             768, None, [])
+
+    def drop_student(self) -> None:
+        self.__dict__.pop("student", None)
+
+    # 3
+    def traces(self, train: list[Sample], teacher) -> dict[str, str]:
         from llm_cloud.thinkrec.traces import read_traces, synthesize_traces, wrong_rows
 
         path = self.out / "traces.jsonl"
         student_file = self.out / "student_p_yes.json"
         bare = self.rows(train, think=False)
         if not student_file.is_file():
-            student = ThinkRecModel(AutoModelForCausalLM.from_pretrained(self.base),
-                                    AutoTokenizer.from_pretrained(self.base), 768, None, [])
-            atomic_write_json(student_file, student.p_yes([r["prompt"] for r in bare], adapter=None,
-                                                                      progress=True).tolist())
+            p_yes = self.student.p_yes([r["prompt"] for r in bare], adapter=None, progress=True)
+            atomic_write_json(student_file, p_yes.tolist())
         p = json.loads(student_file.read_text())
         wrong = wrong_rows(self.rows(train, think=True), p)
         rng = np.random.default_rng(self.cfg.seed)
