@@ -5,10 +5,6 @@ class's handling of unknown ids and empty histories. Skipped when vLLM (the ``[v
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ from llm_cloud.generative.checkpoint import load_artifact, write_extras  # noqa:
 from llm_cloud.generative.model import TinyModelConfig, build_tiny_model  # noqa: E402
 from llm_cloud.generative.prompts import PromptFormat  # noqa: E402
 from llm_cloud.generative.tokens import SemanticIdCodec, build_tokenizer  # noqa: E402
+from tests.live import free_port, serve_process  # noqa: E402
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "1"}
 for _key, _value in CPU_ENV.items():
@@ -144,38 +141,12 @@ def test_lora_per_request_equals_peft(lora_ckpt: Path, base_ckpt: Path) -> None:
 @pytest.fixture(scope="module")
 def server(lora_ckpt: Path):
     """A real OpenAI-compatible vLLM server on 127.0.0.1 (free port) serving the base and its LoRA module."""
-    import httpx
-
     from llm_cloud.backends.vllm_backend import server_command
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = lora_ckpt.parent / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(server_command(load_artifact(lora_ckpt), port), stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **CPU_ENV}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"vLLM server not healthy after 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    port = free_port()
+    with serve_process(server_command(load_artifact(lora_ckpt), port), port, lora_ckpt.parent / "server.log",
+                       CPU_ENV) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_server_lists_equal_transformers(server: str, lora_ckpt: Path, base_ckpt: Path) -> None:

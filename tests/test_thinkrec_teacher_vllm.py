@@ -5,11 +5,7 @@ extra) is not installed; ``tests/test_thinkrec_traces.py`` covers the same pipel
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (the [vllm] extra); th
 from alignment.teacher import OpenAITeacher  # noqa: E402
 from llm_cloud.thinkrec.prompts import rec_prompt  # noqa: E402
 from llm_cloud.thinkrec.traces import read_traces, synthesize_traces  # noqa: E402
-from tests.live import free_port  # noqa: E402
+from tests.live import free_port, serve_process  # noqa: E402
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "1"}
 SERVED = "tiny-teacher"
@@ -49,39 +45,14 @@ def tiny_model(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import httpx
-
     root = tmp_path_factory.mktemp("thinkrec_vllm")
     model, port, log = tiny_model(root / "model"), free_port(), root / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--tokenizer",
            str(model / "tokenizer"), "--served-model-name",
            SERVED, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
            "--block-size", "32", "--max-model-len", "512", "--seed", "0"]
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **CPU_ENV},
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"vLLM server not healthy after 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    with serve_process(cmd, port, log, CPU_ENV) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def test_traces_through_a_real_vllm_server(server: str, tmp_path: Path) -> None:
