@@ -10,7 +10,6 @@ import pytest
 import torch
 
 peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
 
 from llm_cloud.thinkrec.experts import MixtureCache, _mixture_name, add_mixture  # noqa: E402
 from llm_cloud.thinkrec.mixture_files import (  # noqa: E402
@@ -21,25 +20,17 @@ from llm_cloud.thinkrec.mixture_files import (  # noqa: E402
 )
 from merging.adapters import load_adapter, module_delta  # noqa: E402
 from tandem.errors import TandemError  # noqa: E402
+from tests.test_thinkrec_experts import MIXED_SPECS  # noqa: E402
+from tests.test_thinkrec_experts import _experts as expert_model  # noqa: E402
 
-SPECS = [(4, 8), (2, 16), (8, 4)]  # (r, alpha): scalings 2, 8, 0.5
+SPECS = MIXED_SPECS  # (r, alpha): (4, 8), (2, 16), (8, 4), scalings 2, 8, 0.5
 WEIGHTS = [0.5, 0.3, 0.2]
 
 
 def _experts(root: Path) -> tuple[peft.PeftModel, list[Path]]:
-    """A tiny Llama with random adapters g0, g1, g2 of the ranks/alphas in SPECS, each also saved under ``root``."""
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4)
-    torch.manual_seed(0)
-    base = transformers.LlamaForCausalLM(cfg).eval()
-
-    def lora(r: int, alpha: int) -> peft.LoraConfig:
-        return peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                               lora_dropout=0.0)
-
-    model = peft.get_peft_model(base, lora(*SPECS[0]), adapter_name="g0")
-    for i, spec in enumerate(SPECS[1:], start=1):
-        model.add_adapter(f"g{i}", lora(*spec))
+    """The tiny Llama of ``tests/test_thinkrec_experts.py`` with random adapters g0, g1, g2 of the ranks/alphas in
+    SPECS, each also saved under ``root``."""
+    model = expert_model(SPECS)
     dirs = []
     for i in range(len(SPECS)):
         model.save_pretrained(root / f"s{i}", selected_adapters=[f"g{i}"])
