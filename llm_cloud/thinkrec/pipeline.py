@@ -64,10 +64,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
 class Pipeline:
     def __init__(self, cfg: PipelineConfig) -> None:
         from eval.split import leave_one_out

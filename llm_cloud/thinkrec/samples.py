@@ -30,13 +30,6 @@ class Sample:
     def id(self) -> str:
         return f"{self.user}:{len(self.history)}:{self.item}"
 
-    def to_json(self) -> dict:
-        return {"user": self.user, "history": list(self.history), "item": self.item, "label": self.label}
-
-    @classmethod
-    def from_json(cls, row: dict) -> Sample:
-        return cls(int(row["user"]), tuple(int(i) for i in row["history"]), int(row["item"]), int(row["label"]))
-
 
 def _negatives(seen: set[int], n_items: int, k: int, rng: np.random.Generator) -> list[int]:
     if len(seen) >= n_items:
