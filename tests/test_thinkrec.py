@@ -159,3 +159,11 @@ def test_training_raises_p_yes_on_a_tiny_model(tmp_path: Path):
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(tmp_path / "run" / "final"))
     p1 = ThinkRecModel(tuned, tok, 200, None, []).p_yes([prompt], adapter=None)[0]
     assert p1 > max(p0, 0.5) + 0.1, (p0, p1)
+
+
+def test_negatives_stop_at_what_the_catalogue_has_left():
+    from llm_cloud.thinkrec.samples import _negatives
+
+    rng = np.random.default_rng(0)
+    assert _negatives(set(range(1, 10)), 10, 4, rng) == [10]  # one unseen item: one negative, no endless loop
+    assert _negatives(set(range(1, 11)), 10, 4, rng) == []

@@ -32,8 +32,7 @@ class Sample:
 
 
 def _negatives(seen: set[int], n_items: int, k: int, rng: np.random.Generator) -> list[int]:
-    if len(seen) >= n_items:
-        return []
+    k = min(k, n_items - len(seen))  # a user who saw almost everything has fewer negatives to give
     out: list[int] = []
     while len(out) < k:
         item = int(rng.integers(1, n_items + 1))
