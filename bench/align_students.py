@@ -20,16 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bench.gym_tasks import TASKS, problems
+from bench.gym_tasks import TASKS, held_out
 from bench.seat_gsm import evaluate
-
-
-def held_out(task: str, n: int, train: list[tuple[int, int]], seed: int = 2) -> list[dict]:
-    """``n`` problems from ``seed`` whose question is in none of the ``(seed, size)`` training sets."""
-    seen = {x["question"] for s, size in train for x in problems(task, size, s)}
-    rows = [{"question": x["question"], "answer": str(x["answer"])}
-            for x in problems(task, 2 * n, seed) if x["question"] not in seen]
-    return rows[:n]
 
 
 def main() -> None:

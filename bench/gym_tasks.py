@@ -36,3 +36,12 @@ def reference_steps(task: str, item: dict) -> str:
         steps.append(f"{total} {op} {num} = {new}.")
         total = new
     return " ".join(steps)
+
+
+def held_out(task: str, n: int, train: list[tuple[int, int]], seed: int) -> list[dict]:
+    """``n`` ``{question, answer}`` problems of ``task`` from ``seed`` whose question is in none of the
+    ``(seed, size)`` training sets."""
+    seen = {x["question"] for s, size in train for x in problems(task, size, s)}
+    rows = [{"question": x["question"], "answer": str(x["answer"])}
+            for x in problems(task, 2 * n, seed) if x["question"] not in seen]
+    return rows[:n]

@@ -28,15 +28,7 @@ import torch
 from alignment.seat.config import FilterConfig, SeatSFTConfig, SynthConfig
 from alignment.seat.filter import run_filter
 from alignment.seat.synthesize import run_synthesize
-
-
-def held_out(n: int, train_seed: int, train_size: int) -> list[dict]:
-    from reasoning_gym import create_dataset
-
-    seen = {x["question"] for x in create_dataset("gsm_symbolic", size=train_size, seed=train_seed)}
-    rows = [{"question": x["question"], "answer": str(x["answer"])}
-            for x in create_dataset("gsm_symbolic", size=2 * n, seed=train_seed + 1) if x["question"] not in seen]
-    return rows[:n]
+from bench.gym_tasks import held_out
 
 
 def evaluate(model_dir: Path, adapter: Path | None, problems: list[dict], max_tokens: int) -> dict:
@@ -79,7 +71,7 @@ def main() -> None:
     report["synthesize"] = run_synthesize(synth)
     report["filter"] = run_filter(FilterConfig(records=synth.out))
     print(json.dumps({k: report[k] for k in ("synthesize", "filter")}, indent=2), flush=True)
-    problems = held_out(args.eval, synth.gym_seed, args.train)
+    problems = held_out("gsm_symbolic", args.eval, [(synth.gym_seed, args.train)], seed=synth.gym_seed + 1)
     base_res = evaluate(base, None, problems, args.max_tokens + 64)
     report["base"] = {k: v for k, v in base_res.items() if k != "rows"}
     print("base:", json.dumps(report["base"]), flush=True)

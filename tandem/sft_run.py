@@ -11,7 +11,8 @@ from tandem.io import atomic_directory
 
 def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: int | None, save_steps: int,
              seed: int, progress: bool, **extra: Any):
-    """TRL ``SFTConfig`` of the Cas-SEAT runs: completion-only loss, a log line per step, CPU unless CUDA is there."""
+    """TRL ``SFTConfig`` of these runs: completion-only loss unless ``extra`` says otherwise, a log line per step,
+    CPU unless CUDA is there."""
     import torch
     from trl import SFTConfig
 
