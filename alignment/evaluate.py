@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from alignment.seat.format import START, answers_match, extract_answer, parse, self_eval_prompt
-from alignment.teacher import chat_text
+from llm_common.teacher import chat_text
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--only", choices=["adapo", "baseline"], default=None, help="run one arm only")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from tandem.smollm import base_model_dir
+    from llm_common.smollm import base_model_dir
 
     out = args.out_dir
     data = out / "warm_data"

@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="report path (default RUNS/students.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from tandem.smollm import base_model_dir
+    from llm_common.smollm import base_model_dir
 
     models = {"base": base_model_dir(), "cas_seat_sft": args.runs / "warm_merged",
               "adapo": args.runs / "adapo" / "final", "grpo_baseline": args.runs / "baseline" / "final"}

@@ -33,7 +33,7 @@ from srm_device.head import HeadParams  # noqa: E402
 from srm_device.models import SequentialRecommender, build_model, default_config  # noqa: E402
 from srm_device.onnx_export import export_onnx  # noqa: E402
 from srm_device.onnx_runtime import OnnxReranker  # noqa: E402
-from srm_device.rerank import torch_scores  # noqa: E402
+from srm_device.scoring import score_history  # noqa: E402
 from tandem.io import atomic_write_json  # noqa: E402
 
 ML100K_ITEMS = 1682
@@ -83,8 +83,8 @@ def summary(ms: np.ndarray) -> dict[str, float]:
 
 def paramgen_timing(folder: str, n_items: int, calls: int, warmup: int, rng: np.random.Generator):
     """(timings, rank) of one-user hypernetwork forwards."""
-    from eval.paramgen import load_paramgen
-    from llm_cloud.paramgen.model import recent_window
+    from llm_cloud.paramgen.checkpoint import load_paramgen
+    from srm_device.scoring import recent_window
 
     gen, _, meta = load_paramgen(folder)
     k = meta["paramgen_config"]["recent_k"]
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         export_s = time.perf_counter() - start
         size_mb = path.stat().st_size / 1e6
         rr = OnnxReranker(path, threads=args.threads)
-        worst = max(float(np.abs(rr.scores(h, c, head) - torch_scores(model, h, c, head)).max()) for h, c in inputs)
-        results["torch"] = summary(time_calls(lambda i: torch_scores(model, *inputs[i % 64], head),
+        worst = max(float(np.abs(rr.scores(h, c, head) - score_history(model, h, c, head)).max()) for h, c in inputs)
+        results["torch"] = summary(time_calls(lambda i: score_history(model, *inputs[i % 64], head),
                                               args.calls, args.warmup))
         results["onnxruntime"] = summary(time_calls(lambda i: rr.scores(*inputs[i % 64], head),
                                                     args.calls, args.warmup))

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.candidates import parse_source  # noqa: E402
 from eval.device import DeviceEvalConfig, evaluate_device  # noqa: E402
-from eval.paramgen import load_device_models  # noqa: E402
-from eval.split import leave_one_out  # noqa: E402
+from llm_cloud.paramgen.checkpoint import load_device_models  # noqa: E402
 from srm_device.head import HeadSpec  # noqa: E402
 from srm_device.persona import FLOAT32  # noqa: E402
+from tandem.data.split import leave_one_out  # noqa: E402
 from tandem.io import atomic_write_json  # noqa: E402
 
 PAPER_POLICIES = ("lsc4rec", "intellectreq")

@@ -21,8 +21,8 @@ import numpy as np
 
 def load_histories(artifact, users: int) -> list[np.ndarray]:
     """The first ``users`` test histories of the checkpoint's dataset (leave-one-out split)."""
-    from eval.split import leave_one_out
     from tandem.data.options import DatasetOptions, load_dataset
+    from tandem.data.split import leave_one_out
 
     options = artifact.meta.get("dataset") or {"dataset": artifact.meta.get("dataset_name", "ml-100k")}
     ds = load_dataset(DatasetOptions(**options))

@@ -1,10 +1,10 @@
 """Real evaluation of LoRA expert merging (issue 7): two experts on two distinct tasks, merged with every method.
 
-Base: SmolLM2-135M-Instruct (fp32, offline, ``tandem.smollm.base_model_dir``). Tasks:
+Base: SmolLM2-135M-Instruct (fp32, offline, ``llm_common.smollm.base_model_dir``). Tasks:
 
 - ``rec``: ML-100K next-movie prediction in text. Prompt = the titles of the user's last ``--history`` (8) items,
   target = the next item's title. Training samples: random (user, position) pairs from the leave-one-out *train*
-  sequences (``eval.split.leave_one_out``); held-out: the *test* split (last item), ``--eval`` random users.
+  sequences (``tandem.data.split.leave_one_out``); held-out: the *test* split (last item), ``--eval`` random users.
 - ``math``: reasoning-gym ``gsm_symbolic`` question → "The answer is N."; training items from seed 1, held-out
   items from seed 2 (questions that also occur in training are dropped).
 
@@ -45,8 +45,8 @@ LORA_RULE = {"global_term": False, "rescale": True}  # CKI/CAPS options for task
 
 def rec_data(n_train: int, n_eval: int, history: int, negatives: int, seed: int):
     """(train examples, eval examples, per-eval-example candidate titles with the target first)."""
-    from eval.split import leave_one_out
     from tandem.data.options import DatasetOptions, load_dataset
+    from tandem.data.split import leave_one_out
 
     ds = load_dataset(DatasetOptions())
     split = leave_one_out(ds.sequences)
@@ -184,7 +184,7 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from tandem.smollm import base_model_dir
+    from llm_common.smollm import base_model_dir
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from eval.evaluate import evaluate_case
-from eval.split import leave_one_out
-from eval.srm import load_srm_with_data
 from merging.methods import make_method
 from merging.methods.cki import LocalCompat, fit_local_compat
 from merging.state_dict import merge_state_dicts
+from srm_device.training.checkpoint import load_srm_with_data
 from srm_device.training.windows import make_windows
+from tandem.data.split import leave_one_out
 
 
 class TrainingLoss(torch.nn.Module):

@@ -1,9 +1,9 @@
 """RASTP token pruning (arXiv 2511.16943) on the tiny generative recommender: training time against test NDCG@10.
 
-Trains the tiny profile (configs/sft_tiny.yaml) on ML-100K twice from the same seed with
+Trains the tiny profile (pipelines/configs/sft_tiny.yaml) on ML-100K twice from the same seed with
 ``python -m llm_cloud.train.sft``, once as is and once with ``rastp: {layer: L, keep: K}``, one after the other, each
 in its own process on one thread (OMP_NUM_THREADS=1); then evaluates both checkpoints with
-``python -m tandem eval llm`` (constrained beam search, leave-one-out test item). Train seconds are the trainer's own
+``tandem eval llm`` (constrained beam search, leave-one-out test item). Train seconds are the trainer's own
 (``train_seconds`` of the checkpoint, data preparation excluded); the CPU seconds of each training process are
 reported too, as a check against other jobs sharing the machine. Target: >= 20% train time saved at <= 1% relative
 NDCG@10 loss.
@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "configs" / "sft_tiny.yaml"
+BASE = ROOT / "pipelines" / "configs" / "sft_tiny.yaml"
 TIME_TARGET, NDCG_TARGET = 20.0, -1.0  # % time saved at least, % NDCG@10 change at least
 
 
@@ -89,7 +89,7 @@ def train_and_eval(args: argparse.Namespace, name: str, rastp: bool, work: Path)
     wall, cpu = sh("-m", "llm_cloud.train.sft", "--config", str(path), "--out", str(out))
     meta = json.loads((out / "tandem_llm.json").read_text())
     print(f"[{name}] trained in {meta['train_seconds']:.0f} s; evaluating ...", file=sys.stderr, flush=True)
-    eval_wall, _ = sh("-m", "tandem", "eval", "llm", "--checkpoint", str(out), "--json", str(report),
+    eval_wall, _ = sh("-m", "pipelines", "eval", "llm", "--checkpoint", str(out), "--json", str(report),
                    "--n", str(args.n), "--batch-size", str(args.eval_batch_size))
     metrics = json.loads(report.read_text())["metrics"]
     return {"config": cfg, "train_seconds": meta["train_seconds"], "train_process_wall_seconds": wall,
@@ -106,7 +106,6 @@ def step_times(args: argparse.Namespace, cfg: dict, steps: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from eval.split import leave_one_out
     from llm_cloud.generative.examples import lm_examples
     from llm_cloud.generative.model import build_tiny_model
     from llm_cloud.generative.prompts import PromptFormat
@@ -115,6 +114,7 @@ def step_times(args: argparse.Namespace, cfg: dict, steps: int) -> dict:
     from llm_cloud.semantic_ids.cache import resolve_codes
     from llm_cloud.train.sft_config import SFTRunConfig
     from tandem.data.options import load_dataset
+    from tandem.data.split import leave_one_out
 
     torch.set_num_threads(1)
     run = SFTRunConfig(**cfg)

@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--min-train", type=int, default=8, help="least mixed examples worth an SFT run")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from tandem.smollm import base_model_dir
+    from llm_common.smollm import base_model_dir
 
     base = base_model_dir()
     out = args.out_dir

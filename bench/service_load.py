@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def start_server(python: str, artifacts: str, backend: str, port: int, threads: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
-    cmd = [python, "-m", "tandem", "serve", "--artifacts", artifacts, "--port", str(port), "--backend", backend,
+    cmd = [python, "-m", "pipelines", "serve", "--artifacts", artifacts, "--port", str(port), "--backend", backend,
            "--threads", str(threads)]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
 

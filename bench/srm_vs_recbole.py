@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.srm import evaluate_checkpoint, train_srm  # noqa: E402
+from eval.srm import evaluate_checkpoint  # noqa: E402
+from pipelines.train_srm import train_srm  # noqa: E402
 from srm_device.models import default_config  # noqa: E402
 from srm_device.training.config import TrainConfig  # noqa: E402
 from tandem.data import fetch  # noqa: E402

@@ -10,8 +10,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from eval.evaluate import pad_histories
 from srm_device.models import SequentialRecommender
+from srm_device.scoring import pad_histories
 from srm_device.training.checkpoint import load_checkpoint
 from tandem.errors import TandemError
 

@@ -18,18 +18,17 @@ import torch
 
 from eval.calibration import fit_platt
 from eval.candidates import CandidateSource
-from eval.evaluate import pad_histories
 from eval.metrics import metrics_from_ranks
 from eval.selfeval import selfeval_report
-from eval.split import EvalCase
-from llm_cloud.paramgen.model import ParamGenerator, recent_window
+from llm_cloud.paramgen.model import ParamGenerator
 from llm_cloud.paramgen.prototypes import encode
 from srm_device.fusion import FUSION_RULES, FusionInputs, FusionParams, fuse
 from srm_device.head import apply_head
 from srm_device.models import SequentialRecommender
 from srm_device.persona import Codebook
 from srm_device.policies import POLICIES, PolicyInputs, make_policy
-from srm_device.scoring import llm_mass
+from srm_device.scoring import candidate_logits, llm_mass, policy_inputs, recent_window, user_vectors
+from tandem.data.split import EvalCase
 
 MISS = 10**9
 ID_BYTES, SCORE_BYTES = 4, 4  # int32 item id, float32 score on the wire
@@ -52,14 +51,15 @@ class View:
     """Everything the evaluation needs for one split."""
 
     targets: np.ndarray  # (u,)
+    histories: list[np.ndarray]  # u fresh histories
     hist_len: np.ndarray  # (u,)
+    recent_k: int
     fresh_ids: np.ndarray  # (u, n)
     fresh_scores: np.ndarray  # (u, n)
     stale_ids: np.ndarray  # (u, n)
     stale_scores: np.ndarray  # (u, n)
     user_static: torch.Tensor  # (u, d)
     user: torch.Tensor  # (u, d) with generated parameters when available
-    recent_emb: np.ndarray  # (u, k, d)
     fresh_logits: np.ndarray  # (u, n) SRM scores (through ``user``) of the fresh list
     stale_logits: np.ndarray  # (u, n) ... and of the stale list
 
@@ -67,15 +67,10 @@ class View:
 @torch.no_grad()
 def build_view(case: EvalCase, srm: SequentialRecommender, source: CandidateSource, cfg: DeviceEvalConfig,
                gen: ParamGenerator | None, book: Codebook | None) -> View:
-    max_len = srm.config.max_len
-    users = []
-    for start in range(0, len(case.targets), 512):
-        seq, lengths = pad_histories(case.histories[start : start + 512], max_len)
-        users.append(srm.sequence_output(seq, lengths))  # (b, d)
-    user_static = torch.cat(users)  # (u, d)
-    recent = torch.tensor([recent_window(h, cfg.recent_k) for h in case.histories])  # (u, k)
+    user_static = user_vectors(srm, case.histories)  # (u, d)
     user = user_static
     if gen is not None:
+        recent = torch.tensor([recent_window(h, cfg.recent_k) for h in case.histories])  # (u, k)
         flat = gen(recent).numpy()  # (u, p) what the cloud generates
         if book is not None:  # what the device actually receives: prototype id + edit
             flat = book.decode(*encode(book, flat))
@@ -84,17 +79,9 @@ def build_view(case: EvalCase, srm: SequentialRecommender, source: CandidateSour
     stale_hist = [h[: max(1, len(h) - cfg.staleness)] for h in case.histories]
     fresh_ids, fresh_scores = source.topn(case.histories, cfg.n_candidates)
     stale_ids, stale_scores = source.topn(stale_hist, cfg.n_candidates)
-    emb = srm.item_embeddings()
-    return View(case.targets, np.array([len(h) for h in case.histories]), fresh_ids, fresh_scores, stale_ids,
-                stale_scores, user_static, user, emb[recent].numpy(), srm_logits(user, srm, fresh_ids),
-                srm_logits(user, srm, stale_ids))
-
-
-def srm_logits(user: torch.Tensor, srm: SequentialRecommender, ids: np.ndarray) -> np.ndarray:
-    """(u, d), (u, n) -> (u, n) SRM scores of the candidates."""
-    with torch.no_grad():
-        cand = srm.item_embeddings()[torch.from_numpy(ids)]  # (u, n, d)
-        return torch.einsum("ud,und->un", user, cand).numpy()
+    return View(case.targets, case.histories, np.array([len(h) for h in case.histories]), cfg.recent_k, fresh_ids,
+                fresh_scores, stale_ids, stale_scores, user_static, user, candidate_logits(srm, user, fresh_ids),
+                candidate_logits(srm, user, stale_ids))
 
 
 def candidate_ranks(scores: np.ndarray, ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -128,15 +115,9 @@ def fit_fusion(view: View) -> FusionParams:
     return prm
 
 
-def policy_inputs(view: View, srm: SequentialRecommender) -> PolicyInputs:
-    with torch.no_grad():
-        emb = srm.item_embeddings()
-        cand = emb[torch.from_numpy(view.stale_ids)].numpy()  # (u, n, d)
-        log_p = torch.log_softmax(view.user @ emb[1:].T, dim=1)  # (u, n_items) next-item distribution
-        mass = torch.logsumexp(log_p.gather(1, torch.from_numpy(view.stale_ids) - 1), dim=1).exp().numpy()  # (u,)
-    u, n = view.stale_ids.shape
-    return PolicyInputs(view.stale_logits, np.tile(np.arange(1, n + 1), (u, 1)), view.hist_len, srm.config.max_len,
-                        view.user.numpy(), view.recent_emb, cand, mass, llm_mass(view.stale_scores))
+def view_policy_inputs(view: View, srm: SequentialRecommender) -> PolicyInputs:
+    """The request policies' inputs for the stale lists of a view (the scoring path the device and server use)."""
+    return policy_inputs(srm, view.user, view.histories, view.stale_ids, view.recent_k, view.stale_scores)
 
 
 def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: EvalCase, test: EvalCase,
@@ -154,7 +135,7 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
         return candidate_ranks(fuse(rule, fusion_inputs(ids, scores, logits), prm), ids, view.targets)
 
     out: dict = {
-        "static": metrics_from_ranks(candidate_ranks(srm_logits(tv.user_static, srm, tv.fresh_ids), tv.fresh_ids,
+        "static": metrics_from_ranks(candidate_ranks(candidate_logits(srm, tv.user_static, tv.fresh_ids), tv.fresh_ids,
                                                      tv.targets)),
         "generated": metrics_from_ranks(candidate_ranks(tv.fresh_logits, tv.fresh_ids, tv.targets))
         if gen is not None else None,
@@ -167,8 +148,8 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
     stale_rank = rule_ranks(tv, rule, stale=True)
     up = ID_BYTES * np.minimum(tv.hist_len, srm.config.max_len)
     down = (ID_BYTES + SCORE_BYTES) * cfg.n_candidates
-    p_valid = policy_inputs(vv, srm)
-    p_test = policy_inputs(tv, srm)
+    p_valid = view_policy_inputs(vv, srm)
+    p_test = view_policy_inputs(tv, srm)
     out["policies"] = {}
     for name in cfg.policies:
         policy = make_policy(name, seed=cfg.seed)

@@ -8,20 +8,11 @@ import numpy as np
 import torch
 
 from eval.metrics import metrics_from_ranks, target_ranks
-from eval.split import EvalCase
+from srm_device.scoring import pad_histories
+from tandem.data.split import EvalCase
 
 # (item_seq (b, t) right-padded with 0, lengths (b,)) -> scores (b, n_items + 1), column 0 = padding
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def pad_histories(histories: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the last ``max_len`` items of each history; right-pad with 0. Returns (b, t) ids and (b,) lengths."""
-    clipped = [h[-max_len:] for h in histories]
-    lengths = torch.tensor([len(h) for h in clipped], dtype=torch.long)  # (b,)
-    seq = torch.zeros(len(clipped), max(1, int(lengths.max())), dtype=torch.long)  # (b, t)
-    for row, h in enumerate(clipped):
-        seq[row, : len(h)] = torch.from_numpy(np.asarray(h, dtype=np.int64))
-    return seq, lengths
 
 
 @torch.no_grad()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import metrics_from_ranks
-from eval.split import EvalCase, get_case, leave_one_out
 from eval.srm import EvalReport
 from tandem.data.options import DatasetOptions, load_dataset
+from tandem.data.split import EvalCase, get_case, leave_one_out
 from tandem.errors import TandemError
 
 MISS = 10**9

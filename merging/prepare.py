@@ -1,7 +1,7 @@
 """What the data-driven methods need before the module-by-module merge, computed from the merge's calibration data.
 
 - ``caps`` with calibration: each expert's gradient × weight attribution on its *own* calibration set
-  (:class:`merging.adapters.AdapterSpec.calibration`, else the shared file), and the activation-level compatibility
+  (:class:`llm_common.adapters.AdapterSpec.calibration`, else the shared file), and the activation-level compatibility
   report (linear CKA of the experts' updates ``ΔW·x`` per module, on the union of all calibration sets), whose lowest
   pairwise value per module decides splice vs average (``cka_threshold``). Without calibration CAPS falls back to
   magnitude attribution ``|ΔW|`` and splices every module.
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from merging.adapters import LoraAdapter, module_delta
+from llm_common.adapters import LoraAdapter, module_delta
 from merging.config import MergeConfig
 
 USES_CALIBRATION = ("caps", "cki")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from merging.adapters import (
+from llm_common.adapters import (
     LoraAdapter,
     check_compatible,
     factorize,

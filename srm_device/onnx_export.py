@@ -28,7 +28,7 @@ from torch import nn
 
 from srm_device.head import HeadParams
 from srm_device.models import SequentialRecommender
-from srm_device.rerank import rerank_scores
+from srm_device.scoring import rerank_scores
 from tandem.io import atomic_output
 
 INPUT_NAMES = ("item_seq", "lengths", "candidates", "head_a", "head_b", "head_bias")

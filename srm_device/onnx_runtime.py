@@ -13,7 +13,7 @@ import torch
 
 from srm_device.head import HeadParams, HeadShapeError, HeadSpec
 from srm_device.onnx_export import FORMAT, FORMAT_VERSION, INPUT_NAMES, META_KEYS, OUTPUT_NAME
-from srm_device.rerank import clip_history
+from srm_device.scoring import clip_history
 from tandem.errors import TandemError
 
 _FIX = "re-export it with `tandem export onnx --srm DIR --out FILE.onnx`"
@@ -94,7 +94,7 @@ class OnnxReranker:
 def verify_export(model, reranker: OnnxReranker, seed: int = 0, n_candidates: int = 20) -> float:
     """Max abs difference between ``reranker`` and the torch ``model`` (a SequentialRecommender) on random inputs:
     a short and a full-length history, zero and random head parameters."""
-    from srm_device.rerank import torch_scores
+    from srm_device.scoring import score_history
 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -106,6 +106,6 @@ def verify_export(model, reranker: OnnxReranker, seed: int = 0, n_candidates: in
         history = rng.integers(1, reranker.n_items + 1, size=t)
         candidates = rng.integers(1, reranker.n_items + 1, size=n_candidates)
         for head in (None, random_head):
-            diff = np.abs(reranker.scores(history, candidates, head) - torch_scores(model, history, candidates, head))
+            diff = np.abs(reranker.scores(history, candidates, head) - score_history(model, history, candidates, head))
             worst = max(worst, float(diff.max()))
     return worst

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from srm_device.fusion import FusionParams
 from srm_device.head import HeadParams, HeadShapeError, HeadSpec
 from srm_device.models import SequentialRecommender
-from srm_device.policies import PolicyInputs, RequestPolicy, Threshold
-from srm_device.scoring import candidate_logits, fuse_list, policy_inputs, top_k, user_vector
+from srm_device.policies import RequestPolicy, Threshold
+from srm_device.ranking import CandidateList, rank_step
+from srm_device.scoring import user_vector
 
 
 class CloudClient(Protocol):
@@ -90,46 +90,26 @@ class DeviceSession:
             return False
 
     # --- scoring -------------------------------------------------------------------------------------------------
-    def _user(self) -> torch.Tensor:
-        return user_vector(self.model, self.history, self.head)  # (1, d)
-
-    def _policy_inputs(self, user: torch.Tensor) -> PolicyInputs:
-        return policy_inputs(self.model, user, self.history, self.cached_ids, self.recent_k, self.cached_scores)
-
     def _call(self, fn, *args):
-        return self._pool.submit(fn, *args).result(timeout=self.timeout_s)
+        try:
+            return self._pool.submit(fn, *args).result(timeout=self.timeout_s)
+        except cf.TimeoutError:
+            raise TimeoutError(f"cloud timed out after {self.timeout_s}s") from None
+
+    def _fetch(self) -> CandidateList:
+        ids, scores = self._call(self.client.candidates, list(self.history), self.n_candidates)
+        self.set_candidates(ids, scores)
+        return CandidateList(self.cached_ids, self.cached_scores)
 
     def recommend(self, k: int = 10) -> Recommendation:
-        notes: list[str] = []
-        user = self._user()
-        requested = len(self.cached_ids) == 0 or bool(
-            self.policy.decide(self._policy_inputs(user), self.threshold)[0])
-        degraded = False
-        if requested:
-            try:
-                if self.client is None:
-                    raise ConnectionError("no cloud client configured")
-                ids, scores = self._call(self.client.candidates, list(self.history), self.n_candidates)
-                self.set_candidates(ids, scores)
-            except cf.TimeoutError:
-                degraded = True
-                notes.append(f"cloud timed out after {self.timeout_s}s")
-            except Exception as exc:  # noqa: BLE001 - any cloud failure degrades, never reaches the user
-                degraded = True
-                notes.append(f"cloud unavailable: {type(exc).__name__}: {exc}")
-        if len(self.cached_ids) == 0:  # nothing cached: the SRM ranks the whole catalogue
-            with torch.no_grad():
-                scores = (user @ self.model.item_embeddings().T)[0, 1:]  # (n,)
-            top = torch.topk(scores, min(k, len(scores)))
-            items = (top.indices + 1).tolist()
-            notes.append("no cached candidates: ranked the whole catalogue on the device")
-            vals = top.values.tolist()
-            return Recommendation(items, vals, vals, [float("nan")] * len(items), requested, True, notes)
-        srm = candidate_logits(self.model, user, self.cached_ids)  # (c,)
-        fused = fuse_list(self.fusion, self.fusion_params, self.cached_scores, srm)
-        order = top_k(fused, k)
-        return Recommendation(self.cached_ids[order].tolist(), fused[order].tolist(), srm[order].tolist(),
-                              self.cached_scores[order].tolist(), requested, degraded, notes)
+        user = user_vector(self.model, self.history, self.head)  # (1, d)
+        cached = CandidateList(self.cached_ids, self.cached_scores) if len(self.cached_ids) else None
+        step = rank_step(self.model, user, self.history, cached, None if self.client is None else self._fetch,
+                         self.policy, self.threshold, self.fusion, self.fusion_params, k, self.recent_k)
+        r = step.ranked
+        llm = r.llm.tolist() if r.llm is not None else [float("nan")] * len(r.items)
+        return Recommendation(r.items.tolist(), r.fused.tolist(), r.srm.tolist(), llm, step.requested,
+                              step.degraded, step.notes)
 
     def refresh_parameters(self) -> bool:
         """Ask the cloud for new head parameters; keep the current ones on any failure."""

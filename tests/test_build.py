@@ -19,7 +19,7 @@ ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def tiny_config(tmp: Path, **overrides):
-    from eval.build import BuildConfig
+    from pipelines.build import BuildConfig
 
     data = write_atomic(tmp / "cyc", cyclic_sequences(n_users=40, n_items=20, length=14))
     sft = tmp / "sft.yaml"
@@ -38,7 +38,7 @@ class CountingBuilder:
 
     @staticmethod
     def make(root: Path, cfg):
-        from eval.build import Builder
+        from pipelines.build import Builder
 
         builder = Builder(root, cfg, progress=False)
         builder.ran = []
@@ -102,13 +102,13 @@ def test_changed_setting_rebuilds_only_what_depends_on_it(built, tmp_path) -> No
 
 
 def test_build_refuses_bad_settings(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "tandem", "build", "--out", str(tmp_path / "s"), "--n-candidates",
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "build", "--out", str(tmp_path / "s"), "--n-candidates",
                            "500"], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 2 and "n_candidates=500" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
     listed = tmp_path / "list.yaml"
     listed.write_text("- dataset\n")
-    proc = subprocess.run([sys.executable, "-m", "tandem", "build", "--out", str(tmp_path / "s"), "--config",
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "build", "--out", str(tmp_path / "s"), "--config",
                            str(listed)], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 2 and "must be a mapping" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -123,7 +123,7 @@ def live_store(built):
 
 
 def test_simulation_over_http(live_store) -> None:
-    from eval.simulate import SimulateConfig, simulate
+    from pipelines.simulate import SimulateConfig, simulate
     from tandem.artifacts import Store
 
     server, root = live_store
@@ -147,8 +147,8 @@ def test_simulation_over_http(live_store) -> None:
 
 
 def test_simulation_counts_cloud_timeouts_as_degraded(built) -> None:
-    from eval.simulate import SimulateConfig, simulate
     from llm_cloud.service.app import create_app
+    from pipelines.simulate import SimulateConfig, simulate
     from tandem.artifacts import Store
 
     root = built[0] / "store"
@@ -170,7 +170,7 @@ def test_simulation_counts_cloud_timeouts_as_degraded(built) -> None:
 
 def test_simulate_cli_bad_input(live_store, tmp_path) -> None:
     server, root = live_store
-    base = [sys.executable, "-m", "tandem", "simulate", "--artifacts", str(root)]
+    base = [sys.executable, "-m", "pipelines", "simulate", "--artifacts", str(root)]
     bad_ratio = subprocess.run(base + ["--server", server.url, "--request-ratio", "0.33"], capture_output=True,
                                text=True, env=ENV, timeout=120)
     assert bad_ratio.returncode == 2 and "0.33 was not calibrated" in bad_ratio.stderr
@@ -187,7 +187,7 @@ def test_simulate_cli_bad_input(live_store, tmp_path) -> None:
 def test_eval_collab_report(built, tmp_path) -> None:
     root = built[0] / "store"
     out, plot = tmp_path / "collab.json", tmp_path / "collab.png"
-    proc = subprocess.run([sys.executable, "-m", "tandem", "eval", "collab", "--artifacts", str(root), "--json",
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "eval", "collab", "--artifacts", str(root), "--json",
                            str(out), "--plot", str(plot)], capture_output=True, text=True,
                           env={**ENV, "TANDEM_HOME": str(built[0] / "home")}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,7 @@ ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def tandem(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           env=env or ENV, timeout=300)
 
 
@@ -31,7 +31,7 @@ def all_commands() -> list[list[str]]:
     """Every command and subcommand of the parser, found by walking it (so a new command is covered by itself)."""
     import argparse
 
-    from tandem.cli.main import make_parser
+    from pipelines.cli.main import make_parser
 
     out, todo = [], [([], make_parser())]
     while todo:
@@ -44,7 +44,7 @@ def all_commands() -> list[list[str]]:
 
 
 def test_help_everywhere(capsys):
-    from tandem.cli.main import main
+    from pipelines.cli.main import main
 
     commands = all_commands()
     assert {("serve",), ("build",), ("simulate",), ("eval", "collab"), ("train", "collab")} <= {tuple(c) for c in

@@ -15,11 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eval.candidate_cache import CandidateCache
 from llm_cloud.backends import CandidateList
+from pipelines.candidate_cache import CandidateCache
+from pipelines.cli.main import main
 from srm_device.models import build_model, default_config
+from srm_device.scoring import rerank_scores
 from srm_device.training.collab import CollabExamples, collab_loss, finetune
-from tandem.cli.main import main
 from tandem.errors import TandemError
 from tests.conftest import cyclic_sequences, write_atomic
 from tests.test_generative import ENV, TINY, make, random_codes
@@ -122,7 +123,7 @@ def test_finetuning_lifts_the_target_inside_the_list(tmp_path: Path) -> None:
 
     def mean_rank(mdl) -> float:
         with torch.no_grad():
-            s = mdl.score_candidates(seq, lengths, cands)  # (m, n)
+            s = rerank_scores(mdl, seq, lengths, cands)  # (m, n)
             return float((s > s.gather(1, pos[:, None])).sum(1).float().mean())
 
     before = mean_rank(model.eval())
@@ -147,8 +148,8 @@ def tiny_llm(folder: Path, n_items: int, fingerprint: str) -> Path:
 
 
 def test_train_collab_cli_end_to_end(tmp_path: Path) -> None:
-    from eval.collab import CollabConfig, train_collab
-    from eval.srm import train_srm
+    from pipelines.collab import CollabConfig, train_collab
+    from pipelines.train_srm import train_srm
     from srm_device.training.checkpoint import load_checkpoint
     from srm_device.training.config import TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset
@@ -160,7 +161,7 @@ def test_train_collab_cli_end_to_end(tmp_path: Path) -> None:
               TrainConfig(epochs=1), tmp_path / "srm", progress=False)
     llm = tiny_llm(tmp_path / "llm", ds.n_items, ds.fingerprint())
     out = tmp_path / "collab"
-    proc = subprocess.run([sys.executable, "-m", "tandem", "train", "collab", "--llm", str(llm), "--srm",
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "train", "collab", "--llm", str(llm), "--srm",
                            str(tmp_path / "srm"), "--out", str(out), "--n-candidates", "10", "--epochs", "2",
                            "--lr", "1e-3"], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

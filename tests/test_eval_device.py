@@ -4,9 +4,9 @@ import json
 import subprocess
 import sys
 
-from eval.paramgen import train_paramgen
-from eval.srm import train_srm
 from llm_cloud.paramgen.config import ParamGenConfig
+from pipelines.train_paramgen import train_paramgen
+from pipelines.train_srm import train_srm
 from srm_device.models import default_config
 from srm_device.training.config import TrainConfig
 from tandem.data.options import DatasetOptions, load_dataset
@@ -24,7 +24,7 @@ def test_eval_device_cli(tmp_path, atomic_dataset):
     train_paramgen(tmp_path / "srm", tmp_path / "pg", ParamGenConfig(recent_k=5, rank=2, epochs=1, n_prototypes=4,
                                                                     edit_dim=2), progress=False)
     out = tmp_path / "dev.json"
-    proc = subprocess.run([sys.executable, "-m", "tandem", "eval", "device", "--srm", str(tmp_path / "srm"),
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "eval", "device", "--srm", str(tmp_path / "srm"),
                            "--paramgen", str(tmp_path / "pg"), "--candidates", f"srm:{tmp_path / 'cloud'}",
                            "--n-candidates", "20", "--json", str(out), "--plot", str(tmp_path / "p.png")],
                           capture_output=True, text=True, env=ENV, timeout=300)
@@ -47,7 +47,7 @@ def test_eval_device_cli(tmp_path, atomic_dataset):
     assert report["policies"]["always"]["0.05"]["bytes_per_user"] > 0
     assert (tmp_path / "p.png").stat().st_size > 1000
 
-    bad = subprocess.run([sys.executable, "-m", "tandem", "eval", "device", "--srm", str(tmp_path / "srm"),
+    bad = subprocess.run([sys.executable, "-m", "pipelines", "eval", "device", "--srm", str(tmp_path / "srm"),
                           "--candidates", "llm:/nowhere"], capture_output=True, text=True, env=ENV, timeout=120)
     assert bad.returncode == 2 and "generative-recommender checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr

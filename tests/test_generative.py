@@ -193,7 +193,7 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     assert len(list((home / "sids").iterdir())) == 1  # built once into the cache
     assert not (tmp_path / "unused").exists()
     report = tmp_path / "m.json"
-    proc = run("tandem", "eval", "llm", "--checkpoint", str(out), "--json", str(report), "--n", "20", home=home)
+    proc = run("pipelines", "eval", "llm", "--checkpoint", str(out), "--json", str(report), "--n", "20", home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     body = json.loads(report.read_text())
     assert set(body) == {"dataset", "model", "split", "metrics", "n_users", "mask_history"}
@@ -201,7 +201,7 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     assert {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} == set(body["metrics"])
 
     # the device tier reranks the LLM's candidates
-    from eval.srm import train_srm
+    from pipelines.train_srm import train_srm
     from srm_device.models import default_config
     from srm_device.training.config import TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset
@@ -210,7 +210,7 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     train_srm(load_dataset(opts), opts, "sasrec", default_config("sasrec", hidden_size=16, inner_size=32, max_len=10),
               TrainConfig(epochs=1), tmp_path / "srm", progress=False)
     dev = tmp_path / "dev.json"
-    proc = run("tandem", "eval", "device", "--srm", str(tmp_path / "srm"), "--candidates", f"llm:{out}",
+    proc = run("pipelines", "eval", "device", "--srm", str(tmp_path / "srm"), "--candidates", f"llm:{out}",
                "--n-candidates", "10", "--json", str(dev), home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     body = json.loads(dev.read_text())
@@ -226,7 +226,7 @@ def test_sft_bad_config_exits_2(tmp_path: Path, text: str | None, fragment: str)
     cfg = tmp_path / "bad.yaml"
     if text is not None:
         cfg.write_text(text)
-    proc = run("tandem", "llm", "sft", "--config", str(cfg), home=tmp_path)
+    proc = run("pipelines", "llm", "sft", "--config", str(cfg), home=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("tandem: error")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr and fragment in lines[0], proc.stderr
@@ -238,10 +238,10 @@ def test_sft_refuses_foreign_out_and_missing_package(tmp_path: Path) -> None:
     out = tmp_path / "notes"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    proc = run("tandem", "llm", "sft", "--config", str(cfg), "--out", str(out), home=tmp_path)
+    proc = run("pipelines", "llm", "sft", "--config", str(cfg), "--out", str(out), home=tmp_path)
     assert proc.returncode == 2 and "is not a generative-recommender checkpoint" in proc.stderr, proc.stderr
     assert (out / "keep.txt").read_text() == "mine"
-    code = ("import sys; sys.modules['trl'] = None; from tandem.cli.main import main; "
+    code = ("import sys; sys.modules['trl'] = None; from pipelines.cli.main import main; "
             f"sys.exit(main(['llm', 'sft', '--config', {str(cfg)!r}, '--out', {str(tmp_path / 'x')!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**ENV, "TANDEM_HOME": str(tmp_path)}, timeout=300)
@@ -253,10 +253,10 @@ def test_sft_refuses_foreign_out_and_missing_package(tmp_path: Path) -> None:
                           env={**ENV, "TANDEM_HOME": str(tmp_path)}, timeout=300)
     assert proc.returncode == 2 and "`pip install gguf`" in proc.stderr, proc.stderr
     smollm.write_text(f"dataset: ml-100k\nprofile: smollm\nbase_model: {tmp_path / 'nope'}\n")
-    proc = run("tandem", "llm", "sft", "--config", str(smollm), "--out", str(tmp_path / "y"), home=tmp_path)
+    proc = run("pipelines", "llm", "sft", "--config", str(smollm), "--out", str(tmp_path / "y"), home=tmp_path)
     assert proc.returncode == 2 and "is not a Hugging Face model folder" in proc.stderr, proc.stderr
 
 
 def test_eval_llm_refuses_a_folder_that_is_no_checkpoint(tmp_path: Path) -> None:
-    proc = run("tandem", "eval", "llm", "--checkpoint", str(tmp_path), home=tmp_path)
+    proc = run("pipelines", "eval", "llm", "--checkpoint", str(tmp_path), home=tmp_path)
     assert proc.returncode == 2 and "is not a complete generative-recommender checkpoint" in proc.stderr, proc.stderr

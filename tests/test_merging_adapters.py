@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from merging.adapters import check_compatible, delta_weights, factorize, load_adapter
+from llm_common.adapters import check_compatible, delta_weights, factorize, load_adapter
 from merging.config import make_config
 from merging.methods.base import METHODS, MergeContext, MergeMethod, register
 from merging.run import REPORT_NAME, merge_deltas, plan, run_merge
-from tandem.cli.main import main
+from pipelines.cli.main import main
 from tandem.errors import TandemError
 
 pytest.importorskip("peft")

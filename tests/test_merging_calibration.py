@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from merging.adapters import load_adapter, module_delta
+from llm_common.adapters import load_adapter, module_delta
 from merging.calibration import DeltaModel, read_examples
 from merging.config import make_config
 from merging.run import REPORT_NAME, run_merge
-from tandem.cli.main import main
+from pipelines.cli.main import main
 from tandem.errors import TandemError
 from tests.test_merging_adapters import _make_adapter
 

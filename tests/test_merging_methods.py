@@ -225,12 +225,13 @@ def test_merge_state_dicts_checks_and_non_float():
 
 
 def test_cki_merges_two_trained_sasrecs(tmp_path, atomic_dataset):
-    from eval.split import leave_one_out
-    from eval.srm import make_validator, train_srm
+    from eval.srm import make_validator
+    from pipelines.train_srm import train_srm
     from srm_device.models import default_config
     from srm_device.training.checkpoint import load_checkpoint
     from srm_device.training.config import TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset
+    from tandem.data.split import leave_one_out
 
     opts = DatasetOptions(dataset=str(atomic_dataset))
     ds = load_dataset(opts)

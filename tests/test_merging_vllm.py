@@ -39,7 +39,7 @@ def test_merged_adapter_serves_on_vllm_like_peft(tmp_path: Path) -> None:
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
 
-    from tandem.cli.main import main
+    from pipelines.cli.main import main
 
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,

@@ -12,7 +12,7 @@ from srm_device.head import HeadParams, HeadSpec
 from srm_device.models import build_model, default_config
 from srm_device.onnx_export import export_onnx
 from srm_device.onnx_runtime import OnnxReranker
-from srm_device.rerank import torch_scores
+from srm_device.scoring import rerank_scores, score_history
 from tandem.errors import TandemError
 from tests.conftest import cyclic_sequences, write_atomic
 
@@ -23,7 +23,7 @@ CANDIDATE_COUNTS = (7, 100)
 
 
 def tandem(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, env=ENV,
                           timeout=300)
 
 
@@ -57,10 +57,10 @@ def test_parity_with_random_head(exported):
             candidates = rng.integers(1, N_ITEMS + 1, size=c)
             head = random_head(32, RANK, seed=i)
             got = rr.scores(history, candidates, head)
-            want = torch_scores(model, history, candidates, head)
+            want = score_history(model, history, candidates, head)
             assert got.shape == (c,) and got.dtype == np.float32
             assert np.abs(got - want).max() <= 1e-5, (t, c)
-            static = torch_scores(model, history, candidates, None)
+            static = score_history(model, history, candidates, None)
             assert np.abs(want - static).max() > 1e-3  # the head really changes the scores
 
 
@@ -72,11 +72,11 @@ def test_zero_head_is_static_srm(exported):
         candidates = rng.integers(1, N_ITEMS + 1, size=CANDIDATE_COUNTS[0])
         kept = torch.from_numpy(history[-MAX_LEN:])[None]  # (1, min(t, MAX_LEN))
         with torch.no_grad():
-            static = model.score_candidates(kept, torch.tensor([kept.shape[1]]),
+            static = rerank_scores(model, kept, torch.tensor([kept.shape[1]]),
                                             torch.from_numpy(candidates)[None])[0].numpy()  # (c,)
         zeros = HeadSpec(32, RANK).zeros()
-        np.testing.assert_allclose(torch_scores(model, history, candidates, None), static, atol=1e-6)
-        np.testing.assert_allclose(torch_scores(model, history, candidates, zeros), static, atol=1e-6)
+        np.testing.assert_allclose(score_history(model, history, candidates, None), static, atol=1e-6)
+        np.testing.assert_allclose(score_history(model, history, candidates, zeros), static, atol=1e-6)
         np.testing.assert_allclose(rr.scores(history, candidates, None), static, atol=1e-5)
         np.testing.assert_allclose(rr.scores(history, candidates, zeros), static, atol=1e-5)
 
@@ -98,7 +98,7 @@ def test_corrupt_and_missing_files(tmp_path):
 
 
 def test_cli_export(tmp_path):
-    from eval.srm import train_srm
+    from pipelines.train_srm import train_srm
     from srm_device.training.config import TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset
 
@@ -116,7 +116,7 @@ def test_cli_export(tmp_path):
 
 
 def test_cli_help_and_user_error(tmp_path, capsys):
-    from tandem.cli.main import main
+    from pipelines.cli.main import main
 
     with pytest.raises(SystemExit) as info:
         main(["export", "onnx", "--help"])

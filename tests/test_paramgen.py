@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from eval.paramgen import load_paramgen, train_paramgen
-from eval.srm import train_srm
+from llm_cloud.paramgen.checkpoint import load_paramgen
 from llm_cloud.paramgen.config import ParamGenConfig
-from llm_cloud.paramgen.model import ParamGenerator, recent_window
+from llm_cloud.paramgen.model import ParamGenerator
 from llm_cloud.paramgen.prototypes import encode, fit_codebook
 from llm_cloud.paramgen.trainer import Positions, fit, generated_user
+from pipelines.train_paramgen import train_paramgen
+from pipelines.train_srm import train_srm
 from srm_device.head import HeadParams, HeadShapeError, HeadSpec
 from srm_device.models import default_config
+from srm_device.scoring import recent_window
 from srm_device.training.config import TrainConfig
 from tandem.data.options import DatasetOptions, load_dataset
 

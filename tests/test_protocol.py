@@ -6,7 +6,7 @@ import torch
 
 from eval.evaluate import rank_targets
 from eval.metrics import metrics_from_ranks, target_ranks
-from eval.split import EvalCase, leave_one_out
+from tandem.data.split import EvalCase, leave_one_out
 
 
 def test_leave_one_out():

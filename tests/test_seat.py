@@ -21,7 +21,7 @@ from alignment.seat.format import (
 )
 from alignment.seat.sft import mix
 from alignment.seat.synthesize import RECORDS, run_synthesize, source_filter
-from alignment.teacher import OpenAITeacher, TeacherError
+from llm_common.teacher import OpenAITeacher, TeacherError
 from tandem.errors import TandemError
 from tests.live import Live
 
@@ -205,7 +205,7 @@ def test_openai_teacher_against_a_local_stand_in_server(tmp_path):
         assert teacher.complete(["q"], n=2, temperature=0.7) == [["2 + 2 = 4. The answer is 4."] * 2]
         cfg = SynthConfig(out=str(tmp_path / "s"), source_file=_source(tmp_path, [{"question": "2+2?", "answer": 4}]),
                           samples=1, teacher=live.url, teacher_model="stand-in")
-        from alignment.teacher import make_teacher
+        from llm_common.teacher import make_teacher
 
         report = run_synthesize(cfg, teacher=make_teacher(cfg.teacher, cfg.teacher_model), progress=False)
     assert report["synthesized"] == 1
@@ -264,7 +264,7 @@ def test_evaluate_student_on_a_tiny_model():
 
 
 def test_align_cli_filter_and_refusals(tmp_path, capsys):
-    from tandem.cli.main import main
+    from pipelines.cli.main import main
 
     folder = tmp_path / "r"
     folder.mkdir()

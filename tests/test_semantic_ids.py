@@ -26,7 +26,7 @@ ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def tandem(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True,
                           env={**ENV, "TANDEM_HOME": str(home)}, timeout=300)
 
 
@@ -173,7 +173,7 @@ def test_cli_rq_build(tiny, tmp_path):
 
 
 def test_cli_cofi_build_and_errors(tiny, tmp_path):
-    from eval.srm import train_srm
+    from pipelines.train_srm import train_srm
     from srm_device.models import default_config
     from srm_device.training.config import TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset

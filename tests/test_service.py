@@ -25,9 +25,9 @@ STALENESS = 2
 
 def build_store(root: Path) -> Path:
     """A complete tiny store: LLM (tiny profile, 1 epoch), SASRec, parameter generator with a full edit basis."""
-    from eval.paramgen import train_paramgen
-    from eval.srm import train_srm
     from llm_cloud.paramgen.config import ParamGenConfig
+    from pipelines.train_paramgen import train_paramgen
+    from pipelines.train_srm import train_srm
     from srm_device.models import default_config
     from srm_device.training.config import TrainConfig
     from tandem.artifacts import PolicyThreshold, Store, Thresholds
@@ -333,7 +333,7 @@ def test_broken_store_starts_but_is_not_ready(store, tmp_path, how, fragment) ->
 
 
 def tandem_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
 
 
@@ -350,7 +350,7 @@ def test_serve_cli_serves(store) -> None:
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--artifacts", str(store), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "serve", "--artifacts", str(store), "--port", str(port),
                              "--threads", "1", "--log-level", "warning"], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -376,8 +376,8 @@ def test_serve_builds_a_missing_store(store, tmp_path, monkeypatch) -> None:
 
     import uvicorn
 
-    import eval.build
-    from tandem.cli.main import main
+    import pipelines.build
+    from pipelines.cli.main import main
 
     built, served = [], []
 
@@ -387,7 +387,7 @@ def test_serve_builds_a_missing_store(store, tmp_path, monkeypatch) -> None:
         shutil.copytree(store, root)
         return {}
 
-    monkeypatch.setattr(eval.build, "ensure_built", fake_build)
+    monkeypatch.setattr(pipelines.build, "ensure_built", fake_build)
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((app, host, port)))
     target = tmp_path / "fresh"
     assert main(["serve", "--artifacts", str(target), "--port", "8123"]) == 0
@@ -395,9 +395,9 @@ def test_serve_builds_a_missing_store(store, tmp_path, monkeypatch) -> None:
 
 
 def test_candidate_cache_is_bounded_lru() -> None:
-    from llm_cloud.service.serving import CacheEntry, CandidateCache
+    from llm_cloud.service.serving import CacheEntry, CandidateLRU
 
-    cache = CandidateCache(2)
+    cache = CandidateLRU(2)
     entry = CacheEntry(np.array([1, 2]), np.array([0.0, -1.0]), False, 2)
     cache.put((1,), entry)
     cache.put((1, 2), entry)

@@ -233,7 +233,7 @@ def test_serve_cli_passes_thinkrec(store, thinkrec, monkeypatch) -> None:
     import uvicorn
 
     import llm_cloud.service.stack as stack_module
-    from tandem.cli.main import main
+    from pipelines.cli.main import main
 
     seen = []
 

@@ -101,8 +101,8 @@ def test_encoder_puts_the_answer_right_after_answer_prefix():
 
 
 def test_samples_negatives_are_unseen_items():
-    from eval.split import leave_one_out
     from llm_cloud.thinkrec.samples import eval_samples, pick_users, train_samples
+    from tandem.data.split import leave_one_out
 
     rng = np.random.default_rng(0)
     seqs = [rng.choice(np.arange(1, 41), size=12, replace=False) for _ in range(20)]

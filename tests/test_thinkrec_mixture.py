@@ -18,7 +18,7 @@ from llm_cloud.thinkrec.mixture_files import (  # noqa: E402
     vllm_max_lora_rank,
     write_mixture,
 )
-from merging.adapters import load_adapter, module_delta  # noqa: E402
+from llm_common.adapters import load_adapter, module_delta  # noqa: E402
 from tandem.errors import TandemError  # noqa: E402
 from tests.test_thinkrec_experts import MIXED_SPECS  # noqa: E402
 from tests.test_thinkrec_experts import _experts as expert_model  # noqa: E402

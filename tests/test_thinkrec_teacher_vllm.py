@@ -1,5 +1,5 @@
 """ThinkRec trace synthesis (arXiv 2505.15091) against a real ``vllm serve`` (the OpenAI-compatible api_server) of a
-tiny random Qwen2 on 127.0.0.1, through :class:`alignment.teacher.OpenAITeacher`. Skipped when vLLM (the ``[vllm]``
+tiny random Qwen2 on 127.0.0.1, through :class:`llm_common.teacher.OpenAITeacher`. Skipped when vLLM (the ``[vllm]``
 extra) is not installed; ``tests/test_thinkrec_traces.py`` covers the same pipeline against a stand-in server."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (the [vllm] extra); the stand-in server test still runs")
 
-from alignment.teacher import OpenAITeacher  # noqa: E402
 from llm_cloud.thinkrec.prompts import rec_prompt  # noqa: E402
 from llm_cloud.thinkrec.traces import read_traces, synthesize_traces  # noqa: E402
+from llm_common.teacher import OpenAITeacher  # noqa: E402
 from tests.live import free_port, serve_process  # noqa: E402
 
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "1"}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from alignment.teacher import OpenAITeacher
 from llm_cloud.thinkrec.prompts import rec_prompt
 from llm_cloud.thinkrec.traces import clean_trace, read_traces, synthesize_traces, trace_prompt, wrong_rows
+from llm_common.teacher import OpenAITeacher
 from tandem.errors import TandemError
 from tests.live import Live
 

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from eval.evaluate import evaluate_case
-from eval.split import leave_one_out
-from eval.srm import evaluate_checkpoint, train_srm
+from eval.srm import evaluate_checkpoint
+from pipelines.train_srm import train_srm
 from srm_device.models import default_config
 from srm_device.training.checkpoint import load_checkpoint
 from srm_device.training.config import TrainConfig
 from tandem.data.options import DatasetOptions, load_dataset
+from tandem.data.split import leave_one_out
 from tandem.errors import TandemError
 
 SMALL = dict(hidden_size=32, inner_size=64, max_len=10, dropout=0.1)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from alignment.seat.config import SeatSFTConfig
+from llm_common.sft_run import sft_args, train_and_save
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
-from tandem.sft_run import sft_args, train_and_save
 
 
 def _read(path: Path, vision: bool = False) -> list[dict[str, Any]]:
@@ -78,7 +78,7 @@ def run_sft(cfg: SeatSFTConfig, progress: bool = True, tokenizer=None) -> dict[s
         atomic_write_json(out / "sft_report.json", report)
         return report
     if cfg.model is None:
-        from tandem.smollm import base_model_dir
+        from llm_common.smollm import base_model_dir
 
         model_dir = base_model_dir()
     else:

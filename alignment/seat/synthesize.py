@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from alignment.seat.config import SynthConfig
 from alignment.seat.format import cot_prompt, eval_prompt, extract_answer
-from alignment.teacher import Teacher, TeacherError, make_teacher
+from llm_common.teacher import Teacher, TeacherError, make_teacher
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
 

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llm_common.sft_run import sft_args, train_and_save
 from tandem.errors import TandemError
-from tandem.sft_run import sft_args, train_and_save
 
 
 def _parts(messages: Any, where: str, name: str) -> list[dict[str, Any]]:

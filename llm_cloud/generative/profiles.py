@@ -2,7 +2,7 @@
 for training, and how it saves them.
 
 - ``tiny`` (default): a small Qwen2 trained from scratch on code tokens only (:mod:`llm_cloud.generative.model`).
-- ``smollm``: SmolLM2-135M-Instruct (:mod:`tandem.smollm`) with one new token per code, LoRA on its
+- ``smollm``: SmolLM2-135M-Instruct (:mod:`llm_common.smollm`) with one new token per code, LoRA on its
   linear layers (PEFT) and trainable embeddings for the new tokens only (PEFT's ``trainable_token_indices``; the
   input and output embeddings are tied, so the output rows train too). Titles and codes go in the prompt.
   It is saved in the layout vLLM serves: the checkpoint root is SmolLM2 with the code tokens added and their trained
@@ -65,7 +65,7 @@ class SmolLMProfile:
     fused_loss = False  # PEFT's trainable tokens on the tied head are invisible to TRL's fused head
 
     def check(self, cfg) -> None:
-        from tandem.smollm import require
+        from llm_common.smollm import require
 
         require("peft", "pip install peft")
         if cfg.base_model is None:
@@ -80,7 +80,7 @@ class SmolLMProfile:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tandem.smollm import base_model_dir
+        from llm_common.smollm import base_model_dir
 
         self.check(cfg)
         base = Path(cfg.base_model) if cfg.base_model else base_model_dir()

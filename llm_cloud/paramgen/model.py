@@ -49,9 +49,3 @@ class ParamGenerator(nn.Module):
         a = flat[:, : d * r].reshape(n, d, r)  # (n, d, r)
         b = flat[:, d * r : 2 * d * r].reshape(n, d, r)  # (n, d, r)
         return a, b, flat[:, 2 * d * r :]  # bias (n, d)
-
-
-def recent_window(history, k: int) -> list[int]:
-    """The last ``k`` items of a history, left-padded with 0 to length k."""
-    tail = [int(i) for i in history[-k:]]
-    return [0] * (k - len(tail)) + tail

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from llm_cloud.backends import UnknownItemsError
-from llm_cloud.paramgen.model import recent_window
 from llm_cloud.paramgen.prototypes import encode
 from llm_cloud.service.errors import InvalidInput, NotFound, NotImplementedFeature, ServiceError, Unavailable
 from llm_cloud.service.metrics import Metrics
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
-from srm_device.scoring import candidate_logits, catalogue_logits, fuse_list, policy_inputs, top_k, user_vector
+from srm_device.ranking import CandidateList, rank_step
+from srm_device.scoring import recent_window, user_vector
 from tandem import protocol as p
 
 if TYPE_CHECKING:
@@ -62,8 +62,12 @@ class CacheEntry:
     def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return self.items[:n], self.scores[:n]
 
+    def candidates(self, n: int) -> CandidateList:
+        """The first ``n`` items as the device's :class:`CandidateList`."""
+        return CandidateList(self.items[:n], self.scores[:n], self.cold_start)
 
-class CandidateCache:
+
+class CandidateLRU:
     """A bounded, thread-safe LRU of candidate lists keyed by the exact history tuple."""
 
     def __init__(self, capacity: int = 4096) -> None:
@@ -138,7 +142,7 @@ class TandemServing:
 
     def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None) -> None:
         self.stack = stack
-        self.cache = CandidateCache(cache_size)
+        self.cache = CandidateLRU(cache_size)
         self.metrics = metrics or Metrics()
         self.llm_lock = threading.Lock()
         book = stack.codebook
@@ -205,36 +209,26 @@ class TandemServing:
             with t("srm"):
                 user = user_vector(st.srm, history, head)  # (1, d)
             need = min(max(th.n_candidates, req.k), p.MAX_K)
-            decision = p.Decision(policy=th.policy, requested=False)
             key = tuple(history)
             entry = self.cache.get(key, need)
-            if entry is not None:
-                decision.cache_hit = True
-            else:
-                stale = self.cache.stale(key, need, th.staleness)
-                if stale is not None:
-                    with t("policy"):
-                        x = policy_inputs(st.srm, user, history, stale.items[:need], th.recent_k,
-                                          None if stale.cold_start else stale.scores[:need])
-                        decision.score = float(st.policy.score(x)[0])
-                        decision.threshold = float(st.threshold.tau)
-                        ask = bool(st.policy.decide(x, st.threshold)[0])
-                    if not ask:
-                        entry, decision.cache_hit = stale, True
-                if entry is None:
-                    decision.requested = True
-                    try:
-                        with t("llm"):
-                            entry = self.generate(history, need)
-                    except Exception:  # noqa: BLE001 - an LLM failure degrades the answer, never fails it
-                        decision.degraded, entry = True, stale
-                        self.metrics.degraded.inc()
-            (self.metrics.cache_hits if decision.cache_hit else self.metrics.cache_misses).inc()
+            current = entry is not None
             if entry is None:
-                items, fusion = self._rank_catalogue(user, req.k, t), "srm"
-            else:
-                decision.cold_start = entry.cold_start
-                items, fusion = self._rank_list(user, entry, need, req.k, t), th.fusion
+                entry = self.cache.stale(key, need, th.staleness)
+            step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need),
+                             lambda: self.generate(history, need).candidates(need), st.policy, st.threshold,
+                             th.fusion, st.fusion_params, req.k, th.recent_k, current=current, timer=t)
+            decision = p.Decision(policy=th.policy, requested=step.requested, cache_hit=not step.requested,
+                                  degraded=step.degraded, cold_start=bool(step.candidates and
+                                                                          step.candidates.cold_start))
+            if step.policy_score is not None:
+                decision.score, decision.threshold = step.policy_score, float(st.threshold.tau)
+            if step.degraded:
+                self.metrics.degraded.inc()
+            (self.metrics.cache_hits if decision.cache_hit else self.metrics.cache_misses).inc()
+            r = step.ranked
+            items = [self._item(int(r.items[i]), float(r.fused[i]), None if r.llm is None else float(r.llm[i]),
+                                float(r.srm[i])) for i in range(len(r.items))]
+            fusion = r.fusion
             reasoning = None
             if reasoner is not None:
                 with t("reasoning"), _reasoning_errors("reasoning"):
@@ -252,22 +246,6 @@ class TandemServing:
         with _reasoning_errors(None):
             out = reasoner.explain(self.stack.srm, history, item, req.max_tokens)
         return p.ExplainResponse(item_id=item, title=self.stack.dataset.catalogue.title(item), **out)
-
-    def _rank_list(self, user: torch.Tensor, entry: CacheEntry, need: int, k: int,
-                   t: _Timer) -> list[p.RecommendedItem]:
-        ids, llm = entry.head(need)
-        with t("srm"):
-            srm = candidate_logits(self.stack.srm, user, ids)  # (c,)
-        with t("fusion"):
-            fused = fuse_list(self.stack.thresholds.fusion, self.stack.fusion_params, llm, srm)  # (c,)
-            order = top_k(fused, k)
-        return [self._item(int(ids[i]), float(fused[i]), float(llm[i]), float(srm[i])) for i in order]
-
-    def _rank_catalogue(self, user: torch.Tensor, k: int, t: _Timer) -> list[p.RecommendedItem]:
-        with t("srm"):
-            logits = catalogue_logits(self.stack.srm, user)  # (n,)
-            order = top_k(logits, k)
-        return [self._item(int(i) + 1, float(logits[i]), None, float(logits[i])) for i in order]
 
     def _item(self, item: int, score: float, llm: float | None, srm: float) -> p.RecommendedItem:
         return p.RecommendedItem(item_id=item, title=self.stack.dataset.catalogue.title(item), score=score,

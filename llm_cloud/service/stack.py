@@ -81,9 +81,8 @@ def _check_layout(store: Store, th: Thresholds) -> None:
 
 
 def _load(store: Store, backend: str, backend_options: dict) -> Stack:
-    from eval.paramgen import load_paramgen
-    from eval.srm import load_srm_with_data
-    from srm_device.training.checkpoint import load_checkpoint
+    from llm_cloud.paramgen.checkpoint import load_paramgen
+    from srm_device.training.checkpoint import load_checkpoint, load_srm_with_data
 
     store.read_manifest()  # raises on a corrupt manifest
     th = store.read_thresholds()

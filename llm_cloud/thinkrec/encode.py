@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from alignment.teacher import chat_text
 from llm_cloud.thinkrec.loss import IGNORE
 from llm_cloud.thinkrec.prompts import ANSWER, yes_no_ids
+from llm_common.teacher import chat_text
 
 
 @dataclass

@@ -2,7 +2,7 @@
 by an LLM from the item's metadata and cached on disk.
 
 The generator is anything with the LLM backends' text method, ``generate(prompts, max_new_tokens) -> list[str]``
-(:class:`~llm_cloud.backends.base.LLMBackend`, and the teachers of :mod:`alignment.teacher`: a local transformers
+(:class:`~llm_cloud.backends.base.LLMBackend`, and the teachers of :mod:`llm_common.teacher`: a local transformers
 model or any OpenAI-compatible endpoint such as ``vllm serve``). The cache is one JSON file, ``{item id: {keywords,
 generator}}``, rewritten atomically after every batch, so an interrupted run keeps what it had and a rerun only asks
 for the items still missing.

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from llm_cloud.thinkrec.experts import MixtureCache, _mixture_name
-from merging.adapters import CONFIG_NAME, check_compatible, load_adapter, write_adapter
+from llm_common.adapters import CONFIG_NAME, check_compatible, load_adapter, write_adapter
 from tandem.errors import TandemError
 from tandem.io import atomic_directory
 

@@ -1,7 +1,7 @@
 """The ThinkRec model at serving and evaluation time (arXiv 2505.15091): SmolLM2 with a general LoRA adapter and one
 per user group, a gate that picks among them per request, yes-probabilities, and reasoning traces.
 
-Folder layout (written by :mod:`llm_cloud.thinkrec.pipeline`)::
+Folder layout (written by :mod:`pipelines.thinkrec_build`)::
 
     thinkrec.json      base model folder, max_length, counts
     general/           the general adapter (bare labels + teacher traces)

@@ -1,7 +1,7 @@
 """Pointwise yes/no samples from the time-ordered leave-one-out split (ThinkRec arXiv 2505.15091; TALLRec).
 
 - Positives are real next items: for training, a position inside the user's training sequence (its prefix is the
-  history); for validation and test, the held-out item of :mod:`eval.split`.
+  history); for validation and test, the held-out item of :mod:`tandem.data.split`.
 - Negatives are drawn uniformly from the items the user never interacted with (anywhere in their sequence), with the
   same history as the positive; ``negatives`` per positive.
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from eval.split import EvalCase, LeaveOneOut
+    from tandem.data.split import EvalCase, LeaveOneOut
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ gets wrong, a stronger teacher LLM is shown the recommendation prompt *and the c
 explanation of why that answer holds, grounded in the user's history and the item keywords. The cleaned explanation
 becomes the ``<trace>`` part of the student's thinking completion (:func:`llm_cloud.thinkrec.prompts.completion`).
 
-The teacher is anything with the :class:`alignment.teacher.Teacher` protocol (a local model, or an OpenAI-compatible
+The teacher is anything with the :class:`llm_common.teacher.Teacher` protocol (a local model, or an OpenAI-compatible
 ``/v1/completions`` server such as ``vllm serve``). :func:`synthesize_traces` appends one JSON record per sample to a
 ``traces.jsonl`` as each finishes (flushed and fsynced), so an interrupted run resumes where it stopped.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from alignment.teacher import Teacher, TeacherError
 from llm_cloud.thinkrec.prompts import ANSWER, LABELS, strip_answer
+from llm_common.teacher import Teacher, TeacherError
 from tandem.errors import TandemError
 
 TRACE_PROMPT = ("{prompt}\n\nThe correct answer is {answer}. In two or three sentences, explain from the user's "

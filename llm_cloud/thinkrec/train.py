@@ -104,8 +104,8 @@ def run_train(cfg: ThinkRecTrainConfig, progress: bool = True) -> dict[str, Any]
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tandem.sft_run import sft_args, train_and_save
-    from tandem.smollm import base_model_dir
+    from llm_common.sft_run import sft_args, train_and_save
+    from llm_common.smollm import base_model_dir
 
     cfg.validate()
     model_dir = cfg.model or str(base_model_dir())

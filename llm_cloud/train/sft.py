@@ -1,7 +1,7 @@
 """Train the generative recommender with TRL's SFTTrainer on semantic-ID sequences (TIGER, arXiv 2305.05065).
 
-    python -m llm_cloud.train.sft --config configs/sft_tiny.yaml [--out DIR]
-    accelerate launch -m llm_cloud.train.sft --config configs/sft_tiny.yaml
+    python -m llm_cloud.train.sft --config pipelines/configs/sft_tiny.yaml [--out DIR]
+    accelerate launch -m llm_cloud.train.sft --config pipelines/configs/sft_tiny.yaml
 
 The dataset handed to SFTTrainer is pre-tokenized: ``input_ids`` plus a ``labels`` column (see
 :mod:`llm_cloud.generative.examples`). TRL uses a given ``labels`` column as is (no completion or assistant mask is
@@ -26,7 +26,8 @@ from tandem.errors import TandemError
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llm_cloud.train.sft", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, metavar="FILE", help="YAML run config, e.g. configs/sft_tiny.yaml")
+    parser.add_argument("--config", required=True, metavar="FILE",
+                        help="YAML run config, e.g. pipelines/configs/sft_tiny.yaml")
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (overrides output_dir of the config)")
     parser.add_argument("--overwrite", action="store_true", help="discard an interrupted run's trainer checkpoints "
                         "instead of resuming from them")
@@ -117,12 +118,12 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from eval.split import leave_one_out
     from llm_cloud.generative.checkpoint import item_counts, write_extras
     from llm_cloud.generative.examples import lm_examples
     from llm_cloud.semantic_ids.cache import resolve_codes
     from tandem import __version__
     from tandem.data.options import load_dataset
+    from tandem.data.split import leave_one_out
     from tandem.io import atomic_directory
 
     ds = load_dataset(cfg.dataset_options)

@@ -118,7 +118,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def load_sft_config(path: str | Path) -> SFTRunConfig:
     """Read and validate the YAML; every problem is a one-line TandemError naming the key and the fix."""
-    raw = read_yaml_mapping(path, "config", "pass --config with a YAML file such as configs/sft_tiny.yaml")
+    raw = read_yaml_mapping(path, "config", "pass --config with a YAML file such as pipelines/configs/sft_tiny.yaml")
     try:
         return SFTRunConfig(**raw)
     except ValidationError as exc:

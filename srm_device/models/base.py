@@ -1,4 +1,5 @@
-"""Abstract base of the sequential recommenders (RecBole's split: loss, full ranking, candidate scores).
+"""Abstract base of the sequential recommenders (RecBole's split: loss and full ranking; candidate scores are in
+:mod:`srm_device.scoring`).
 
 Every model is causal: ``forward`` returns one hidden state per position, and position ``i`` depends only on items
 ``0..i``. Training therefore takes the loss at every position of a sequence in one pass, which is the same supervision
@@ -46,13 +47,6 @@ class SequentialRecommender(nn.Module, ABC):
         scores = user @ self.item_embeddings().T  # (b, n+1)
         scores[:, 0] = -torch.inf
         return scores
-
-    def score_candidates(self, item_seq: torch.Tensor, lengths: torch.Tensor,
-                         candidates: torch.Tensor) -> torch.Tensor:
-        """Scores for given items only: candidates (b, c) -> (b, c)."""
-        user = self.sequence_output(item_seq, lengths)  # (b, d)
-        cand = self.item_embeddings()[candidates]  # (b, c, d)
-        return torch.einsum("bd,bcd->bc", user, cand)  # (b, c)
 
     def calculate_loss(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over all real items at every position whose target is not 0.

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from srm_device.models import SequentialRecommender, SRMConfig, build_model, model_names
 from tandem.data.dataset import SequenceDataset
+from tandem.data.options import DatasetOptions, load_dataset
 from tandem.errors import TandemError
 from tandem.io import atomic_output, atomic_write_json
 
@@ -102,3 +103,16 @@ def load_checkpoint(folder: str | Path) -> tuple[SequentialRecommender, dict]:
     model = model_from_meta(meta)
     load_weights(model, weights)
     return model.eval(), meta
+
+
+def load_srm_with_data(checkpoint: str | Path, ds_options: DatasetOptions | None = None):
+    """(model, meta, dataset): a trained SRM and its own dataset (or ``ds_options``), refusing data it was not
+    trained on."""
+    model, meta = load_checkpoint(checkpoint)
+    own = ds_options is None
+    if own:
+        ds_options = DatasetOptions(**meta.get("dataset", {}))
+    ds = load_dataset(ds_options)
+    fix = "its dataset changed since training: retrain the SRM" if own else "use the same --dataset and filters"
+    check_trained_on(checkpoint, meta, ds, fix)
+    return model, meta, ds

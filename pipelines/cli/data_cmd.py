@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tandem.cli.common import add_parser, write_json
+from pipelines.cli.common import add_parser, write_json
 from tandem.data import fetch
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
 from tandem.data.stats import dataset_stats, format_stats

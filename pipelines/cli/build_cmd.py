@@ -8,14 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from tandem.cli.common import add_parser
+from pipelines.cli.common import add_parser
 from tandem.errors import TandemError
 
 
 def build_config_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from eval.build import BuildConfig
+    from pipelines.build import BuildConfig
     from tandem.config import read_yaml_mapping
 
     values: dict = {}
@@ -36,7 +36,7 @@ def build_config_from_args(args: argparse.Namespace):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from eval.build import Builder
+    from pipelines.build import Builder
     from tandem.artifacts import default_store
 
     cfg = build_config_from_args(args)
@@ -56,8 +56,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="built-in name, atomic folder or CSV/TSV (default: ml-100k)")
     p.add_argument("--profile", choices=("tiny", "smollm"), help="generative LLM profile (default: tiny)")
     p.add_argument("--out", metavar="DIR", help="artifact store (default: $TANDEM_HOME/artifacts/<dataset>-<profile>)")
-    p.add_argument("--config", metavar="FILE", help="YAML with any BuildConfig settings (eval/build.py); flags win")
-    p.add_argument("--llm-epochs", type=float, help="LLM epochs (default 5, shorter than configs/sft_tiny.yaml)")
+    p.add_argument("--config", metavar="FILE", help="YAML with any BuildConfig (pipelines/build.py); flags win")
+    p.add_argument("--llm-epochs", type=float, help="LLM epochs (default 5, shorter than the packaged sft_tiny config)")
     p.add_argument("--n-candidates", type=int, help="LLM candidate list length, 1..100 (default 100)")
     p.add_argument("--policy", help="request policy the server applies (default lsc4rec)")
     p.add_argument("--request-ratio", type=float, help="its target request ratio (default 0.2)")

@@ -135,7 +135,7 @@ def make_teacher(teacher: str, teacher_model: str | None = None) -> Teacher:
     ``$TANDEM_TEACHER_API_KEY``)."""
     if teacher == "local":
         if teacher_model is None:
-            from tandem.smollm import base_model_dir
+            from llm_common.smollm import base_model_dir
 
             teacher_model = str(base_model_dir())
         return LocalTeacher(teacher_model)

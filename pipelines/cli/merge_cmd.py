@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from tandem.cli.common import add_parser, dump, refuse_flags_with_config
+from pipelines.cli.common import add_parser, dump, refuse_flags_with_config
 from tandem.errors import TandemError
 
 

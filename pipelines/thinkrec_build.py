@@ -66,12 +66,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 class Pipeline:
     def __init__(self, cfg: PipelineConfig) -> None:
-        from eval.split import leave_one_out
-        from eval.srm import load_srm_with_data
         from llm_cloud.thinkrec.keywords import KeywordCache
         from llm_cloud.thinkrec.model import ItemTexts
+        from llm_common.smollm import base_model_dir
+        from srm_device.training.checkpoint import load_srm_with_data
         from tandem.artifacts import Store, default_store
-        from tandem.smollm import base_model_dir
+        from tandem.data.split import leave_one_out
 
         cfg.validate()
         self.cfg = cfg

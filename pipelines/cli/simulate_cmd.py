@@ -6,12 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
-from tandem.cli.common import add_parser, write_json
+from pipelines.cli.common import add_parser, write_json
 from tandem.errors import TandemError
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from eval.simulate import SimulateConfig, simulate
+    from pipelines.simulate import SimulateConfig, simulate
     from tandem.artifacts import Store, default_store
 
     if not 0 < args.request_ratio <= 1:

@@ -1,7 +1,7 @@
 """`tandem train collab`: LSC4Rec collaborative training (Lv et al. 2025, arXiv 2502.08667).
 
 1. The cloud LLM beam-searches a top-``n_candidates`` list for the last ``prefixes_per_user`` training prefixes of
-   every user, and for every validation history; lists go through :class:`~eval.candidate_cache.CandidateCache`
+   every user, and for every validation history; lists go through :class:`~pipelines.candidate_cache.CandidateCache`
    (``out/candidates``), so a killed run resumes and a rerun with other fine-tuning settings reuses them.
 2. The device SRM is fine-tuned to rank inside those lists (:mod:`srm_device.training.collab`); the epoch is chosen
    by validation NDCG@10 of reranking inside the LLM's validation lists (a target missing from a list is a miss).
@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.candidate_cache import CandidateCache, file_digest, llm_identity
 from eval.device import candidate_ranks
-from eval.evaluate import pad_histories
 from eval.metrics import metrics_from_ranks
-from eval.split import leave_one_out
-from eval.srm import load_srm_with_data, make_validator
+from eval.srm import make_validator
+from pipelines.candidate_cache import CandidateCache, file_digest, llm_identity
 from srm_device.models import SequentialRecommender
+from srm_device.scoring import candidate_logits, pad_histories, user_vectors
 from srm_device.training import checkpoint as ckpt
+from srm_device.training.checkpoint import load_srm_with_data
 from srm_device.training.collab import CollabExamples, finetune
+from tandem.data.split import leave_one_out
 from tandem.errors import TandemError
 from tandem.io import atomic_directory, atomic_write_json
 
@@ -85,22 +86,11 @@ def train_prefixes(train: list[np.ndarray], per_user: int) -> tuple[list[np.ndar
     return hist, np.asarray(targets, dtype=np.int64)
 
 
-@torch.no_grad()
-def in_list_scores(model: SequentialRecommender, histories: list[np.ndarray], ids: np.ndarray,
-                   batch: int = 512) -> np.ndarray:
-    """SRM scores (u, n) of each user's candidates."""
-    out = []
-    for start in range(0, len(histories), batch):
-        seq, lengths = pad_histories(histories[start : start + batch], model.config.max_len)  # (b, t), (b,)
-        cand = torch.from_numpy(ids[start : start + batch])  # (b, n)
-        out.append(model.score_candidates(seq, lengths, cand).numpy())  # (b, n)
-    return np.concatenate(out) if out else np.zeros(ids.shape)
-
-
 def rerank_metrics(model: SequentialRecommender, histories: list[np.ndarray], ids: np.ndarray,
                    targets: np.ndarray) -> dict[str, float]:
     """Metrics of reranking the LLM's lists by the SRM; a target not in its list is a miss."""
-    return metrics_from_ranks(candidate_ranks(in_list_scores(model, histories, ids), ids, targets))
+    scores = candidate_logits(model, user_vectors(model, histories), ids)  # (u, n)
+    return metrics_from_ranks(candidate_ranks(scores, ids, targets))
 
 
 def _brief(m: dict[str, float]) -> dict[str, float]:

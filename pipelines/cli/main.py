@@ -7,8 +7,7 @@ import argparse
 import sys
 import warnings
 
-from tandem import __version__
-from tandem.cli import (
+from pipelines.cli import (
     align_cmd,
     build_cmd,
     data_cmd,
@@ -21,6 +20,7 @@ from tandem.cli import (
     simulate_cmd,
     train_cmd,
 )
+from tandem import __version__
 from tandem.errors import TandemError
 
 

@@ -28,13 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from pipelines import configs
 from tandem import __version__
 from tandem.artifacts import STAGES, Store, tree_hash
 from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEPENDENCY_VERSIONS = ("torch", "transformers", "trl", "peft", "numpy", "fastapi", "sentence-transformers")
 
 
@@ -46,7 +46,7 @@ class BuildConfig(BaseModel):
 
     dataset: str = Field("ml-100k", description="built-in name, atomic-file folder or CSV/TSV (default loader options)")
     profile: Literal["tiny", "smollm"] = Field("tiny", description="generative LLM profile")
-    llm_config: str | None = Field(None, description="SFT YAML; null: configs/sft_<profile>.yaml of this checkout")
+    llm_config: str | None = Field(None, description="SFT YAML; null: the packaged sft_<profile>.yaml")
     llm_epochs: float | None = Field(5, gt=0, description="override the SFT config's epochs; null: keep them")
     srm_model: dict = Field(default_factory=dict, description="SASRec config overrides (hidden_size, max_len, ...)")
     srm_epochs: int = Field(20, ge=1, description="SASRec epoch cap")
@@ -72,7 +72,7 @@ class BuildConfig(BaseModel):
         return value
 
     def sft_config_path(self) -> Path:
-        return Path(self.llm_config) if self.llm_config else REPO_CONFIGS / f"sft_{self.profile}.yaml"
+        return Path(self.llm_config) if self.llm_config else configs.packaged(f"sft_{self.profile}")
 
     def stage_settings(self, stage: str) -> dict:
         common = {"dataset": self.dataset}
@@ -107,8 +107,8 @@ class Builder:
         self.store, self.cfg = Store(Path(root)), cfg
         self.progress = progress
         if not cfg.sft_config_path().is_file():
-            raise TandemError(f"LLM config {cfg.sft_config_path()} does not exist; pass llm_config or run from a "
-                              f"Tandem checkout (configs/sft_{cfg.profile}.yaml)")
+            raise TandemError(f"LLM config {cfg.sft_config_path()} does not exist; pass llm_config with an SFT YAML "
+                              f"file, or leave it out to use the packaged sft_{cfg.profile}.yaml")
         self.manifest = self.store.read_manifest()
         if self.manifest and self.manifest.get("dataset") not in (None, cfg.dataset):
             raise TandemError(f"{root} holds a build for dataset {self.manifest['dataset']!r}, not {cfg.dataset!r}; "
@@ -198,7 +198,7 @@ class Builder:
         return {"train_seconds": round(meta["train_seconds"], 1), "train_loss": meta["train_loss"]}
 
     def run_srm(self) -> dict:
-        from eval.srm import train_srm
+        from pipelines.train_srm import train_srm
         from srm_device.models import default_config
         from srm_device.training.config import TrainConfig
         from tandem.data.options import load_dataset
@@ -212,22 +212,22 @@ class Builder:
         return {"best_epoch": result.best_epoch, "valid_ndcg@10": result.best_valid.get("ndcg@10")}
 
     def run_paramgen(self) -> dict:
-        from eval.paramgen import train_paramgen
         from llm_cloud.paramgen.config import ParamGenConfig
+        from pipelines.train_paramgen import train_paramgen
 
         cfg = ParamGenConfig(**{"threads": 1 if self.cfg.parallel else 0, **self.cfg.paramgen})
         report = train_paramgen(self.store.srm, self.store.paramgen, cfg, progress=False)
         return {"test_ndcg@10": {k: v["ndcg@10"] for k, v in report["test"].items()}}
 
     def run_collab(self) -> dict:
-        from eval.collab import CollabConfig, train_collab
+        from pipelines.collab import CollabConfig, train_collab
 
         cfg = CollabConfig(**{**self.cfg.collab, "n_candidates": self.cfg.n_candidates})
         report = train_collab(self.store.llm, self.store.srm, self.store.collab, cfg, progress=False)
         return {k: v for k, v in report.items() if not isinstance(v, dict)}
 
     def run_thresholds(self) -> dict:
-        from eval.thresholds import fit_thresholds
+        from pipelines.thresholds import fit_thresholds
 
         th = fit_thresholds(self.store, self.cfg)
         atomic_write_text(self.store.thresholds, th.model_dump_json(indent=2))

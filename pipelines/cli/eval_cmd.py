@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.cli.common import add_parser, dump, write_json
+from pipelines.cli.common import add_parser, dump, write_json
 from tandem.data.options import add_dataset_arguments, options_from_args
 
 
@@ -39,10 +39,10 @@ def _eval_llm(args: argparse.Namespace) -> int:
 def _eval_device(args: argparse.Namespace) -> int:
     from eval.candidates import parse_source
     from eval.device import DeviceEvalConfig, evaluate_device
-    from eval.paramgen import load_device_models
     from eval.plots import plot_policy_curves
-    from eval.split import leave_one_out
+    from llm_cloud.paramgen.checkpoint import load_device_models
     from srm_device.fusion import FUSION_RULES
+    from tandem.data.split import leave_one_out
     from tandem.errors import TandemError
 
     if args.fusion is not None and args.fusion not in FUSION_RULES:
@@ -81,8 +81,8 @@ def _eval_device(args: argparse.Namespace) -> int:
 def _eval_collab(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from eval.collab_report import collab_report
     from eval.plots import plot_policy_curves
+    from pipelines.collab_report import collab_report
     from tandem.artifacts import Store, default_store
 
     store = Store(Path(args.artifacts) if args.artifacts else default_store())
@@ -112,9 +112,9 @@ def _eval_collab(args: argparse.Namespace) -> int:
 def _eval_thinkrec(args: argparse.Namespace) -> int:
     import torch
 
-    from eval.thinkrec import run
-    from llm_cloud.thinkrec.pipeline import PipelineConfig
-    from tandem.cli.common import as_user_error
+    from pipelines.cli.common import as_user_error
+    from pipelines.thinkrec import run
+    from pipelines.thinkrec_build import PipelineConfig
     from tandem.config import dataclass_from_args
 
     torch.set_num_threads(args.threads)
@@ -178,7 +178,7 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
     p.add_argument("--max-users", type=int, metavar="N", help="first N validation and test users only")
 
-    from llm_cloud.thinkrec.pipeline import PipelineConfig
+    from pipelines.thinkrec_build import PipelineConfig
     from tandem.config import add_dataclass_arguments
 
     p = add_parser(esub, "thinkrec", "build and measure a ThinkRec reasoning model (arXiv 2505.15091) on an ML-100K "

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from tandem.cli.common import add_parser
+from pipelines.cli.common import add_parser
 from tandem.config import add_dataclass_arguments, dataclass_from_args
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
 from tandem.errors import TandemError
@@ -16,7 +16,7 @@ MODEL_CHOICES = ("sasrec", "gru4rec")
 
 def _train_srm(args: argparse.Namespace) -> int:
     from eval.metrics import format_table
-    from eval.srm import train_srm
+    from pipelines.train_srm import train_srm
     from srm_device.models import SRMConfig, default_config
     from srm_device.training.config import TrainConfig
 
@@ -39,8 +39,8 @@ def _train_srm(args: argparse.Namespace) -> int:
 
 
 def _train_paramgen(args: argparse.Namespace) -> int:
-    from eval.paramgen import train_paramgen
     from llm_cloud.paramgen.config import ParamGenConfig
+    from pipelines.train_paramgen import train_paramgen
 
     try:
         cfg = dataclass_from_args(ParamGenConfig, args)
@@ -58,7 +58,7 @@ def _train_paramgen(args: argparse.Namespace) -> int:
 
 
 def _train_collab(args: argparse.Namespace) -> int:
-    from eval.collab import CollabConfig, train_collab
+    from pipelines.collab import CollabConfig, train_collab
 
     try:
         cfg = dataclass_from_args(CollabConfig, args)
@@ -108,7 +108,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     add_dataclass_arguments(p.add_argument_group("parameter generator"), ParamGenConfig)
 
-    from eval.collab import CollabConfig
+    from pipelines.collab import CollabConfig
 
     p = add_parser(tsub, "collab", "LSC4Rec collaborative training (arXiv 2502.08667): the LLM's candidate lists for "
                    "the last training prefixes (cached in --out, resumable) become hard negatives for fine-tuning the "

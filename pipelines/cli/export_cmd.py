@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tandem.cli.common import add_parser
+from pipelines.cli.common import add_parser
 from tandem.errors import TandemError
 
 # An export whose scores differ from torch's by more than this is a bug in the exporter, not a rounding difference.

@@ -18,15 +18,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import metrics_from_ranks
-from eval.split import leave_one_out
-from eval.srm import load_srm_with_data
-from eval.thresholds import first_users
+from pipelines.thresholds import first_users
 from srm_device.client import HTTPCloudClient
 from srm_device.fusion import FusionParams, Platt
 from srm_device.head import HeadSpec
 from srm_device.policies import POLICIES, Threshold, make_policy
 from srm_device.session import DeviceSession
+from srm_device.training.checkpoint import load_srm_with_data
 from tandem.artifacts import Store
+from tandem.data.split import leave_one_out
 from tandem.errors import TandemError
 
 MISS = 10**9

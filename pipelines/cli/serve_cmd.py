@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tandem.cli.common import add_parser
+from pipelines.cli.common import add_parser
 from tandem.errors import TandemError
 
 
@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"tandem: no artifact store at {root}: building the embedded default (ML-100K, tiny profile) into it "
               f"first; this takes a while once", file=sys.stderr)
         try:
-            from eval.build import ensure_built
+            from pipelines.build import ensure_built
         except ImportError as exc:
             raise TandemError(f"this checkout cannot build an artifact store ({exc}); pass --artifacts with a built "
                               f"store") from None

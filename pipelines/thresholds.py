@@ -17,16 +17,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.candidate_cache import CandidateCache
-from eval.device import RATIOS, DeviceEvalConfig, build_view, candidate_ranks, fit_fusion, fusion_inputs, policy_inputs
+from eval.device import (
+    RATIOS,
+    DeviceEvalConfig,
+    build_view,
+    candidate_ranks,
+    fit_fusion,
+    fusion_inputs,
+    view_policy_inputs,
+)
 from eval.metrics import metrics_from_ranks
-from eval.paramgen import load_paramgen
-from eval.split import EvalCase, leave_one_out
-from eval.srm import load_srm_with_data
+from llm_cloud.paramgen.checkpoint import load_paramgen
+from pipelines.candidate_cache import CandidateCache
 from srm_device.fusion import FUSION_RULES, fuse
 from srm_device.policies import POLICIES, make_policy
-from srm_device.training.checkpoint import load_checkpoint
+from srm_device.training.checkpoint import load_checkpoint, load_srm_with_data
 from tandem.artifacts import PolicyThreshold, Store, Thresholds
+from tandem.data.split import EvalCase, leave_one_out
 
 
 @dataclass
@@ -48,7 +55,7 @@ def first_users(case: EvalCase, n: int | None) -> EvalCase:
 
 
 def fit_thresholds(store: Store, cfg) -> Thresholds:
-    """``cfg``: an :class:`eval.build.BuildConfig` (n_candidates, staleness, policy, request_ratio, valid_users)."""
+    """``cfg``: a :class:`pipelines.build.BuildConfig` (n_candidates, staleness, policy, request_ratio, valid_users)."""
     from llm_cloud.backends import load_backend
 
     base_srm, _, ds = load_srm_with_data(store.srm)
@@ -71,7 +78,7 @@ def fit_thresholds(store: Store, cfg) -> Thresholds:
     chosen = max(fits, key=lambda k: fits[k][0])
     _, rule, prm, view, srm, _ = fits[chosen]
 
-    p_valid = policy_inputs(view, srm)
+    p_valid = view_policy_inputs(view, srm)
     ratios = sorted(set(RATIOS) | {cfg.request_ratio})
     thresholds = {}
     for policy_name in sorted(POLICIES):

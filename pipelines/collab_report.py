@@ -13,14 +13,14 @@ Everything fitted (Platt, α, thresholds) is fitted on validation users, as in :
 
 from __future__ import annotations
 
-from eval.candidate_cache import CandidateCache
 from eval.device import DeviceEvalConfig, evaluate_device
-from eval.paramgen import load_paramgen
-from eval.split import leave_one_out
-from eval.srm import evaluate_checkpoint, load_srm_with_data
-from eval.thresholds import CachedLLMSource, first_users
-from srm_device.training.checkpoint import load_checkpoint
+from eval.srm import evaluate_checkpoint
+from llm_cloud.paramgen.checkpoint import load_paramgen
+from pipelines.candidate_cache import CandidateCache
+from pipelines.thresholds import CachedLLMSource, first_users
+from srm_device.training.checkpoint import load_checkpoint, load_srm_with_data
 from tandem.artifacts import Store
+from tandem.data.split import leave_one_out
 
 
 def collab_report(store: Store, max_users: int | None = None, progress: bool | None = None) -> dict:

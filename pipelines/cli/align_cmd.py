@@ -7,7 +7,7 @@ import argparse
 import importlib
 import json
 
-from tandem.cli.common import add_parser, as_user_error, refuse_flags_with_config
+from pipelines.cli.common import add_parser, as_user_error, refuse_flags_with_config
 from tandem.config import add_dataclass_arguments, read_yaml_mapping
 
 # step -> (config class, runner, what it does)

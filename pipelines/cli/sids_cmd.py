@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.cli.common import add_parser
+from pipelines.cli.common import add_parser
 from tandem.data.options import add_dataset_arguments, options_from_args
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from alignment.teacher import make_teacher
 from eval.pointwise import pointwise_report
-from llm_cloud.thinkrec.pipeline import Pipeline, PipelineConfig
 from llm_cloud.thinkrec.samples import Sample
+from llm_common.teacher import make_teacher
+from pipelines.thinkrec_build import Pipeline, PipelineConfig
 from tandem.io import atomic_write_json
 
 
@@ -112,8 +112,8 @@ def run(cfg: PipelineConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eval.thinkrec`` runs ``tandem eval thinkrec``."""
-    from tandem.cli.main import main as tandem_main
+    """``python -m pipelines.thinkrec`` runs ``tandem eval thinkrec``."""
+    from pipelines.cli.main import main as tandem_main
 
     return tandem_main(["eval", "thinkrec", *(sys.argv[1:] if argv is None else argv)])
 

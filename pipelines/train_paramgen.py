@@ -1,0 +1,59 @@
+"""`tandem train paramgen`: train the hypernetwork for a frozen SRM (DUET, arXiv 2302.04397), fit the Persona
+codebook over what it generates, and write the evaluation report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file as save_np
+
+from eval.paramgen import evaluate_paramgen, full_rank_metrics
+from llm_cloud.paramgen.checkpoint import load_srm_and_data
+from llm_cloud.paramgen.config import ParamGenConfig
+from llm_cloud.paramgen.model import ParamGenerator
+from llm_cloud.paramgen.positions import case_positions, train_positions
+from llm_cloud.paramgen.prototypes import fit_codebook
+from llm_cloud.paramgen.trainer import fit, generated_user
+from srm_device.head import HeadSpec
+from srm_device.training import checkpoint as ckpt
+from tandem.data.split import leave_one_out
+from tandem.io import atomic_output, atomic_write_json
+
+
+def train_paramgen(srm_dir: str | Path, out: str | Path, cfg: ParamGenConfig, overwrite: bool = False,
+                   progress: bool | None = None) -> dict:
+    """Train the hypernetwork for a frozen SRM, fit the Persona codebook, and write a report."""
+    cfg.validate()
+    srm, srm_meta, ds = load_srm_and_data(srm_dir)
+    split = leave_one_out(ds.sequences)
+    spec = HeadSpec(srm.config.hidden_size, cfg.rank)
+    torch.manual_seed(cfg.seed)
+    item_emb = srm.item_embeddings().detach()  # (n+1, d)
+    gen = ParamGenerator(ds.n_items, spec, cfg, item_init=item_emb)
+    train = train_positions(srm, split.train, cfg.recent_k)
+    valid = case_positions(srm, split.valid, cfg.recent_k)
+
+    def validate(g: ParamGenerator) -> dict[str, float]:
+        return full_rank_metrics(generated_user(g, valid.user, valid.recent), item_emb, valid.target)
+
+    meta = {"srm": str(Path(srm_dir).resolve()), "srm_fingerprint": srm_meta.get("data_fingerprint"),
+            "n_items": ds.n_items, "hidden_size": spec.hidden_size, "rank": spec.rank}
+    state = fit(gen, item_emb, train, validate, cfg, out, meta, overwrite=overwrite, progress=progress)
+    ckpt.load_weights(gen, Path(out) / "model.safetensors")
+    gen.eval()
+
+    # Persona codebook over the parameters generated for the users' latest training states
+    with torch.no_grad():
+        sample = torch.from_numpy(np.random.default_rng(cfg.seed).permutation(len(train.target))[:20000])
+        params = gen(train.recent[sample]).numpy()  # (s, p)
+    book = fit_codebook(params, cfg.n_prototypes, cfg.edit_dim, cfg.seed)
+    with atomic_output(Path(out) / "codebook.safetensors") as tmp:
+        save_np({"prototypes": book.prototypes, "basis": book.basis}, str(tmp))
+    report = evaluate_paramgen(srm, gen, book, split, item_emb, cfg.recent_k)
+    report.update(best_epoch=state["best_epoch"], epochs_run=state["next_epoch"])
+    atomic_write_json(Path(out) / "report.json", report)
+    return report
+
+

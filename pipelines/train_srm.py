@@ -1,0 +1,44 @@
+"""`tandem train srm`: train one sequential recommender on the leave-one-out protocol (data, trainer and the
+validation metric wired together), then draw its training curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eval.srm import make_validator
+from srm_device.models import SRMConfig, build_model
+from srm_device.training.config import TrainConfig
+from srm_device.training.trainer import EpochHook, TrainResult, fit
+from tandem import __version__
+from tandem.data.dataset import SequenceDataset
+from tandem.data.options import DatasetOptions
+from tandem.data.split import leave_one_out
+
+
+def train_srm(ds: SequenceDataset, ds_options: DatasetOptions, model_name: str, model_cfg: SRMConfig,
+              train_cfg: TrainConfig, out: str | Path, overwrite: bool = False, mask_history: bool = False,
+              on_epoch_end: EpochHook | None = None, progress: bool | None = None) -> TrainResult:
+    split = leave_one_out(ds.sequences)
+    import torch
+
+    torch.manual_seed(train_cfg.seed)  # initialisation
+    model = build_model(model_name, ds.n_items, model_cfg)
+    meta = {
+        "model": model_name,
+        "model_config": model_cfg.to_dict(),
+        "n_items": ds.n_items,
+        "dataset": ds_options.to_dict(),
+        "dataset_name": ds.name,
+        "data_fingerprint": ds.fingerprint(),
+        "mask_history": mask_history,
+        "tandem_version": __version__,
+    }
+    result = fit(model, meta, split.train, make_validator(split, model_cfg.max_len, mask_history), train_cfg, out,
+                 overwrite=overwrite, on_epoch_end=on_epoch_end, progress=progress)
+    try:
+        from eval.plots import plot_training_curve
+
+        plot_training_curve(result.history, Path(out) / "training.png", title=f"{model_name} on {ds.name}")
+    except ImportError:  # matplotlib is optional for training
+        pass
+    return result

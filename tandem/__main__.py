@@ -1,5 +1,0 @@
-import sys
-
-from tandem.cli.main import main
-
-sys.exit(main())
