@@ -10,7 +10,6 @@ The report is ``OUT/report.json``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -109,14 +108,3 @@ def run(cfg: PipelineConfig) -> dict:
     report["clusters"] = report.get("clusters", {"k": clustering.k})
     atomic_write_json(out / "report.json", report)
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.thinkrec`` runs ``tandem eval thinkrec``."""
-    from pipelines.cli.main import main as tandem_main
-
-    return tandem_main(["eval", "thinkrec", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
