@@ -197,3 +197,44 @@ def test_eval_collab_report(built, tmp_path) -> None:
     assert report["llm_alone"] == report["fusion"]["llm"] and report["srm_alone"]["full_catalogue"]["ndcg@10"] >= 0
     assert report["best"]["ratio_to_better_single"] > 0 and set(report["policies"]) >= {"lsc4rec", "always"}
     assert plot.stat().st_size > 1000
+
+
+def test_thresholds_and_server_see_the_same_policy_inputs(built, monkeypatch) -> None:
+    """The policy thresholds are fitted on the inputs the server computes: same user vector (generated head through
+    the codebook), same cached list, same features, for the same user and the same stale list."""
+    import dataclasses
+
+    import numpy as np
+
+    import pipelines.thresholds as stage
+    import srm_device.ranking as ranking
+    from llm_cloud.service.serving import CacheEntry, TandemServing
+    from llm_cloud.service.stack import load_stack
+    from tandem.artifacts import Store
+    from tandem.protocol import RecommendRequest
+
+    tmp, cfg = built[0], built[1]
+    fitted = {}
+    real = stage.view_policy_inputs
+    monkeypatch.setattr(stage, "view_policy_inputs",
+                        lambda view, srm: fitted.setdefault("x", (view, real(view, srm)))[1])
+    stack_th = stage.fit_thresholds(Store(tmp / "store"), cfg)
+    view, x_fit = fitted["x"]
+    serving = TandemServing(load_stack(tmp / "store"))
+    assert serving.stack.thresholds.srm == stack_th.srm  # the server loads the SRM the thresholds were fitted for
+    seen = []
+    real_inputs = ranking.policy_inputs
+    monkeypatch.setattr(ranking, "policy_inputs", lambda *a, **kw: seen.append(real_inputs(*a, **kw)) or seen[-1])
+    for i in (0, 7, 23):
+        history = [int(v) for v in view.histories[i]]
+        stale = tuple(history[: max(1, len(history) - cfg.staleness)])
+        serving.cache.put(stale, CacheEntry(view.stale_ids[i], view.stale_scores[i], False, cfg.n_candidates))
+        resp = serving.recommend(RecommendRequest(history=history, k=5))
+        assert resp.decision.score is not None and not resp.decision.degraded  # the policy ran on the stale list
+        x_srv = seen[-1]
+        for f in dataclasses.fields(x_fit):
+            a, b = getattr(x_fit, f.name), getattr(x_srv, f.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_allclose(b[0], a[i], rtol=1e-5, atol=1e-6, err_msg=f.name)
+            else:
+                assert a == b, f.name
