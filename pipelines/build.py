@@ -220,7 +220,8 @@ class Builder:
         return {"test_ndcg@10": {k: v["ndcg@10"] for k, v in report["test"].items()}}
 
     def run_collab(self) -> dict:
-        from pipelines.collab import CollabConfig, train_collab
+        from pipelines.collab import train_collab
+        from srm_device.training.config import CollabConfig
 
         cfg = CollabConfig(**{**self.cfg.collab, "n_candidates": self.cfg.n_candidates})
         report = train_collab(self.store.llm, self.store.srm, self.store.collab, cfg, progress=False)

@@ -56,6 +56,35 @@ def test_help_everywhere(capsys):
     assert tandem("serve", "--help").returncode == 0  # and through the console entry point
 
 
+def test_parser_and_every_help_import_no_torch():
+    """The parser is built without importing torch, numpy or any tier, and every command's ``--help`` is shown
+    without torch, transformers or pandas (a command imports its tier's config to list its flags, and the rest
+    when it runs), so ``tandem --help`` stays fast."""
+    code = """
+import argparse, contextlib, io, sys
+from pipelines.cli.main import make_parser
+def loaded():
+    return sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'numpy', 'pandas', 'fastapi',
+        'srm_device', 'llm_cloud', 'llm_common', 'eval', 'merging', 'alignment'})
+parser = make_parser()
+print(loaded())
+todo, n = [([], parser)], 0
+while todo:
+    path, p = todo.pop()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        parser.parse_args([*path, "--help"])
+    n += 1
+    todo += [(path + [name], sub) for a in p._actions if isinstance(a, argparse._SubParsersAction)
+             for name, sub in a.choices.items()]
+print(n, [m for m in loaded() if m in ('torch', 'transformers', 'pandas')])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    built, helps = proc.stdout.splitlines()
+    assert built == "[]" and helps == f"{len(all_commands())} []", proc.stdout
+
+
 def test_unknown_dataset_name():
     assert_user_error(tandem("data", "stats", "ml-1m"), "unknown dataset 'ml-1m'", "ml-100k")
 

@@ -148,10 +148,10 @@ def tiny_llm(folder: Path, n_items: int, fingerprint: str) -> Path:
 
 
 def test_train_collab_cli_end_to_end(tmp_path: Path) -> None:
-    from pipelines.collab import CollabConfig, train_collab
+    from pipelines.collab import train_collab
     from pipelines.train_srm import train_srm
     from srm_device.training.checkpoint import load_checkpoint
-    from srm_device.training.config import TrainConfig
+    from srm_device.training.config import CollabConfig, TrainConfig
     from tandem.data.options import DatasetOptions, load_dataset
 
     data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=30, n_items=20, length=12))

@@ -60,7 +60,10 @@ def register(sub) -> None:
                                        "and AdaPO (adapo).")
     asub = align.add_subparsers(dest="align_command", metavar="STEP", required=True)
     for step, (cls_ref, _, help_text) in STEPS.items():
-        p = add_parser(asub, step, help_text, _run)
-        p.add_argument("--config", metavar="FILE.yaml", help="YAML with the settings below (instead of flags)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        add_dataclass_arguments(p, _load(cls_ref))
+        add_parser(asub, step, help_text, _run, lambda p, ref=cls_ref: _step_args(p, ref))
+
+
+def _step_args(p: argparse.ArgumentParser, cls_ref: str) -> None:
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML with the settings below (instead of flags)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_dataclass_arguments(p, _load(cls_ref))

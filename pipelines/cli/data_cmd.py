@@ -7,7 +7,6 @@ import argparse
 from pipelines.cli.common import add_parser, write_json
 from tandem.data import fetch
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
-from tandem.data.stats import dataset_stats, format_stats
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -18,6 +17,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from tandem.data.stats import dataset_stats, format_stats
+
     stats = dataset_stats(load_dataset(options_from_args(args)))
     print(format_stats(stats))
     write_json(args.json, stats)

@@ -178,11 +178,15 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
     p.add_argument("--max-users", type=int, metavar="N", help="first N validation and test users only")
 
+    p = add_parser(esub, "thinkrec", "build and measure a ThinkRec reasoning model (arXiv 2505.15091) on an ML-100K "
+                   "subset: keywords, teacher traces, BCE+LM LoRA training, user-group experts; AUC/UAUC/NDCG@5 "
+                   "without thinking, with thinking, with thinking + experts (resumable from --out)", _eval_thinkrec,
+                   _thinkrec_args)
+
+
+def _thinkrec_args(p: argparse.ArgumentParser) -> None:
     from pipelines.thinkrec_build import PipelineConfig
     from tandem.config import add_dataclass_arguments
 
-    p = add_parser(esub, "thinkrec", "build and measure a ThinkRec reasoning model (arXiv 2505.15091) on an ML-100K "
-                   "subset: keywords, teacher traces, BCE+LM LoRA training, user-group experts; AUC/UAUC/NDCG@5 "
-                   "without thinking, with thinking, with thinking + experts (resumable from --out)", _eval_thinkrec)
     add_dataclass_arguments(p, PipelineConfig)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")

@@ -20,6 +20,7 @@ from pipelines.cli import (
     simulate_cmd,
     train_cmd,
 )
+from pipelines.cli.common import LazyParser
 from tandem import __version__
 from tandem.errors import TandemError
 
@@ -29,7 +30,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = LazyParser(
         prog="tandem", description="Tandem: device–cloud collaborative recommendation (data, training, evaluation).")
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -58,7 +58,8 @@ def _train_paramgen(args: argparse.Namespace) -> int:
 
 
 def _train_collab(args: argparse.Namespace) -> int:
-    from pipelines.collab import CollabConfig, train_collab
+    from pipelines.collab import train_collab
+    from srm_device.training.config import CollabConfig
 
     try:
         cfg = dataclass_from_args(CollabConfig, args)
@@ -81,14 +82,10 @@ def _train_collab(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def _srm_args(p: argparse.ArgumentParser) -> None:
     from srm_device.models import SRMConfig
     from srm_device.training.config import TrainConfig
 
-    train = sub.add_parser("train", help="train models", description="Train models.")
-    tsub = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
-    p = add_parser(tsub, "srm", "train a sequential recommender (SASRec or GRU4Rec) with full cross-entropy and "
-                   "early stopping on validation NDCG@10; resumes from --out", _train_srm)
     p.add_argument("--model", choices=MODEL_CHOICES, default="sasrec", help="which SRM (default: sasrec)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (resumed if it holds a run)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
@@ -99,23 +96,35 @@ def register(sub) -> None:
                             SRMConfig)
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
 
+
+def _paramgen_args(p: argparse.ArgumentParser) -> None:
     from llm_cloud.paramgen.config import ParamGenConfig
 
-    p = add_parser(tsub, "paramgen", "train the cloud hypernetwork that generates the SRM's head parameters from the "
-                   "user's recent items (DUET), with the SRM frozen; then fit Persona prototypes", _train_paramgen)
     p.add_argument("--srm", required=True, metavar="DIR", help="trained SRM checkpoint (`tandem train srm --out`)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed if it holds a run)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     add_dataclass_arguments(p.add_argument_group("parameter generator"), ParamGenConfig)
 
-    from pipelines.collab import CollabConfig
 
-    p = add_parser(tsub, "collab", "LSC4Rec collaborative training (arXiv 2502.08667): the LLM's candidate lists for "
-                   "the last training prefixes (cached in --out, resumable) become hard negatives for fine-tuning the "
-                   "SRM to rank inside them", _train_collab)
+def _collab_args(p: argparse.ArgumentParser) -> None:
+    from srm_device.training.config import CollabConfig
+
     p.add_argument("--llm", required=True, metavar="DIR", help="generative LLM checkpoint (`tandem llm sft --out`)")
     p.add_argument("--srm", required=True, metavar="DIR", help="trained SRM checkpoint (`tandem train srm --out`)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: candidates/, srm/, report.json (cached lists are reused)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds, cached lists included")
     add_dataclass_arguments(p.add_argument_group("collaborative training"), CollabConfig)
+
+
+def register(sub) -> None:
+    train = sub.add_parser("train", help="train models", description="Train models.")
+    tsub = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
+    add_parser(tsub, "srm", "train a sequential recommender (SASRec or GRU4Rec) with full cross-entropy and early "
+               "stopping on validation NDCG@10; resumes from --out", _train_srm, _srm_args)
+    add_parser(tsub, "paramgen", "train the cloud hypernetwork that generates the SRM's head parameters from the "
+               "user's recent items (DUET), with the SRM frozen; then fit Persona prototypes", _train_paramgen,
+               _paramgen_args)
+    add_parser(tsub, "collab", "LSC4Rec collaborative training (arXiv 2502.08667): the LLM's candidate lists for the "
+               "last training prefixes (cached in --out, resumable) become hard negatives for fine-tuning the SRM "
+               "to rank inside them", _train_collab, _collab_args)

@@ -10,13 +10,14 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tandem.config import add_dataclass_arguments, dataclass_from_args
-from tandem.data import fetch, readers
-from tandem.data.dataset import SequenceDataset, build_dataset, kcore
+from tandem.data import fetch
 from tandem.errors import TandemError
+
+if TYPE_CHECKING:
+    from tandem.data.dataset import SequenceDataset
 
 
 @dataclass
@@ -77,6 +78,9 @@ def _resolve(opts: DatasetOptions) -> tuple[str, Path | None]:
 
 def load_dataset(opts: DatasetOptions) -> SequenceDataset:
     """Load, filter (rating, k-core) and densely re-index the dataset that ``opts`` names."""
+    from tandem.data import readers  # pandas: imported when a dataset is loaded, not when a parser is built
+    from tandem.data.dataset import build_dataset, kcore
+
     kind, path = _resolve(opts)
     if kind == "builtin":
         path = fetch.fetch(opts.dataset)
@@ -111,8 +115,3 @@ def load_dataset(opts: DatasetOptions) -> SequenceDataset:
     if items is not None:
         items = items[items["item"].astype(str).isin(set(inter["item"].astype(str)))]
     return build_dataset(name, inter.reset_index(drop=True), items)
-
-
-def dataset_frame_summary(ds: SequenceDataset) -> pd.DataFrame:
-    """Sequence lengths as a one-column frame (helper for stats and tests)."""
-    return pd.DataFrame({"length": [len(s) for s in ds.sequences]})
