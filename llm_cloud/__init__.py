@@ -1,1 +1,2 @@
-"""Cloud tier. For now: the parameter generator (hypernetwork) that writes device-model head parameters."""
+"""Cloud tier: semantic IDs, the generative recommender and its training, LLM backends (transformers, vLLM), the
+hypernetwork that generates device head parameters (``paramgen``), ThinkRec reasoning and the FastAPI service."""
