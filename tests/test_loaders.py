@@ -31,6 +31,20 @@ def test_csv_string_ids_time_order_and_ties(tmp_path):
     # ann: zz@1, then yy and xx tied at 2 keep file order (yy first)
     assert [raw[i] for i in ds.sequences[0]] == ["zz", "yy", "xx"]
     assert [raw[i] for i in ds.sequences[1]] == ["xx", "zz"]
+    assert ds.times[0].tolist() == [1.0, 2.0, 2.0]
+    by_item = load_dataset(DatasetOptions(dataset=str(path), user_col="uid", item_col="iid", time_col="ts",
+                                          tie_order="item"))
+    assert [raw[i] for i in by_item.sequences[0]] == ["zz", "xx", "yy"]  # the tie sorted by raw id: xx < yy
+    assert by_item.sequences[1].tolist() == ds.sequences[1].tolist()  # no tie, no change
+    assert by_item.fingerprint() != ds.fingerprint()  # a checkpoint trained under one order refuses the other
+
+    from tandem.data.stats import dataset_stats
+
+    stats = dataset_stats(ds)  # 2 of 5 interactions share a timestamp; ann's test target is one of them
+    assert stats["tied_interactions"] == 0.4 and stats["tied_test_targets"] == 0.5
+    assert stats["tied_valid_targets"] == 0.0
+    with pytest.raises(ValueError, match="tie_order must be"):
+        build_dataset("x", pd.DataFrame({"user": ["a"], "item": ["b"], "order": [0]}), None, tie_order="time")
 
 
 def test_latin1_tsv_without_timestamp_keeps_file_order(tmp_path):

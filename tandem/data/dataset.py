@@ -44,6 +44,7 @@ class SequenceDataset:
     sequences: list[np.ndarray]  # user -> (len_u,) int64 item ids in 1..N
     user_raw_ids: list[str]
     catalogue: Catalogue
+    times: list[np.ndarray] | None = None  # user -> (len_u,) float64 order keys (timestamps, or file positions)
 
     @property
     def n_users(self) -> int:
@@ -89,13 +90,20 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def build_dataset(
-    name: str, inter: pd.DataFrame, items: pd.DataFrame | None, title_field: str | None = None
+    name: str, inter: pd.DataFrame, items: pd.DataFrame | None, title_field: str | None = None,
+    tie_order: str = "file",
 ) -> SequenceDataset:
     """Turn a filtered interaction table (columns user, item, order) into dense sequences and a catalogue.
 
-    ``order`` is the sort key within a user (timestamp, or file position); ties keep file order (stable sort).
+    ``order`` is the sort key within a user (timestamp, or file position). Interactions of one user with the same
+    ``order`` (same-second ratings are common in MovieLens) are ordered by ``tie_order``: ``"file"`` keeps their order
+    in the input (a stable sort, which is also what RecBole's stable sort by user and time gives), ``"item"`` sorts
+    them by dense item id, i.e. the natural order of the raw ids. The last items of a sequence are the evaluation
+    targets, so this choice decides which item is the test target when the last two share a timestamp.
     ``items`` (optional) has an ``item`` column plus text columns.
     """
+    if tie_order not in ("file", "item"):
+        raise ValueError(f"tie_order must be 'file' or 'item', got {tie_order!r}")
     item_ids = natural_order(inter["item"])
     user_ids = natural_order(inter["user"])
     item_index = {raw: i + 1 for i, raw in enumerate(item_ids)}
@@ -106,9 +114,10 @@ def build_dataset(
         "t": inter["order"].to_numpy(),
         "pos": np.arange(len(inter)),
     })
-    df = df.sort_values(["u", "t", "pos"], kind="stable")
+    df = df.sort_values(["u", "t", "pos" if tie_order == "file" else "i", "pos"], kind="stable")
     bounds = np.flatnonzero(np.diff(df["u"].to_numpy())) + 1
     sequences = [s.astype(np.int64) for s in np.split(df["i"].to_numpy(), bounds)]
+    times = [t.astype(np.float64) for t in np.split(df["t"].to_numpy(), bounds)]
 
     fields: dict[str, list[str]] = {}
     if items is not None:
@@ -121,4 +130,4 @@ def build_dataset(
     if title_field is None:
         title_field = next((c for c in fields if "title" in c.lower() or c.lower() == "name"), None)
     catalogue = Catalogue(raw_ids=[""] + item_ids, fields=fields, title_field=title_field)
-    return SequenceDataset(name=name, sequences=sequences, user_raw_ids=user_ids, catalogue=catalogue)
+    return SequenceDataset(name=name, sequences=sequences, user_raw_ids=user_ids, catalogue=catalogue, times=times)

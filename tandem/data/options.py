@@ -10,7 +10,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tandem.config import add_dataclass_arguments, dataclass_from_args
 from tandem.data import fetch
@@ -40,6 +40,9 @@ class DatasetOptions:
     item_text_cols: list[str] = field(default_factory=list, metadata={
         "help": "text columns of --item-file kept in the catalogue (default: all)"})
     kcore: int = field(default=0, metadata={"help": "drop users and items with fewer interactions, repeatedly"})
+    tie_order: Literal["file", "item"] = field(default="file", metadata={
+        "help": "order of one user's interactions that share a timestamp: 'file' keeps the input file's order (as "
+                "RecBole does), 'item' sorts them by item id (natural raw-id order), which no file layout changes"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,4 +117,4 @@ def load_dataset(opts: DatasetOptions) -> SequenceDataset:
         )
     if items is not None:
         items = items[items["item"].astype(str).isin(set(inter["item"].astype(str)))]
-    return build_dataset(name, inter.reset_index(drop=True), items)
+    return build_dataset(name, inter.reset_index(drop=True), items, tie_order=opts.tie_order)
