@@ -60,3 +60,23 @@ def plot_policy_curves(policies: dict, path: str | Path, title: str = "") -> Pat
     ax.set_title(title or "NDCG@10 against request ratio")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_trials(trials: list[tuple[int, float]], path: str | Path, title: str = "") -> Path:
+    """Validation NDCG@10 of each completed tuning trial (points) and the best so far (step line)."""
+    plt = _pyplot()
+    trials = sorted(trials)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    xs, ys = [t[0] for t in trials], [t[1] for t in trials]
+    ax.scatter(xs, ys, color="tab:gray", s=18, label="trial")
+    best, running = float("-inf"), []
+    for y in ys:
+        best = max(best, y)
+        running.append(best)
+    ax.step(xs, running, where="post", color="tab:blue", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("valid NDCG@10")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "tuning")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -19,6 +19,7 @@ from pipelines.cli import (
     sids_cmd,
     simulate_cmd,
     train_cmd,
+    tune_cmd,
 )
 from pipelines.cli.common import LazyParser
 from tandem import __version__
@@ -34,8 +35,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="tandem", description="Tandem: device–cloud collaborative recommendation (data, training, evaluation).")
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (data_cmd, train_cmd, build_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd, merge_cmd, align_cmd,
-                   simulate_cmd, serve_cmd):
+    for module in (data_cmd, train_cmd, tune_cmd, build_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd, merge_cmd,
+                   align_cmd, simulate_cmd, serve_cmd):
         module.register(sub)
     return parser
 
