@@ -1,6 +1,7 @@
 """Train and test one RecBole 1.2.1 sequential model; runs inside RecBole's own venv (see srm_vs_recbole.py).
 
-Prints one JSON line: test metrics, best validation NDCG@10, epochs run and training wall time.
+Prints one JSON line: test metrics, best validation NDCG@10, epochs run and training wall time; with
+``--targets-only``, the validation and test target of every user (raw ids) instead, without training.
 This file imports only RecBole and torch, never Tandem, because it runs under another interpreter.
 """
 
@@ -11,10 +12,21 @@ import sys
 import time
 
 
+def targets(split, dataset) -> dict:
+    """user raw id -> target item raw id of one evaluation split."""
+    feat = split.dataset.inter_feat
+    users = dataset.id2token(dataset.uid_field, feat[dataset.uid_field].numpy())
+    items = dataset.id2token(dataset.iid_field, feat[dataset.iid_field].numpy())
+    return {str(u): str(i) for u, i in zip(users.tolist(), items.tolist())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-path", required=True, help="folder that holds the ml-100k/ folder of atomic files")
+    ap.add_argument("--data-path", required=True, help="folder that holds the DATASET/ folder of atomic files")
     ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
+    ap.add_argument("--kcore", type=int, default=0, help="drop users and items with fewer interactions, repeatedly")
+    ap.add_argument("--targets-only", action="store_true", help="print each user's targets and stop")
     ap.add_argument("--model", default="SASRec", choices=["SASRec", "GRU4Rec"])
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--stopping-step", type=int, default=10)
@@ -61,6 +73,10 @@ def main() -> None:
         "valid_metric": "NDCG@10",
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
     }
+    if args.min_rating is not None:
+        config_dict["val_interval"] = {"rating": f"[{args.min_rating},inf)"}
+    if args.kcore:
+        config_dict["user_inter_num_interval"] = config_dict["item_inter_num_interval"] = f"[{args.kcore},inf)"
     if args.model == "SASRec":
         config_dict.update(hidden_size=64, inner_size=256, n_layers=2, n_heads=2)
     cls = {"SASRec": SASRec, "GRU4Rec": GRU4Rec}[args.model]
@@ -69,6 +85,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # init_seed may reset it
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
+    if args.targets_only:
+        sys.stdout.write("TARGETS " + json.dumps({"valid": targets(valid, dataset), "test": targets(test, dataset),
+                                                  "train_rows": len(train.dataset)}) + "\n")
+        return
     model = cls(config, train.dataset).to(config["device"])
     trainer = Trainer(config, model)
     t0 = time.perf_counter()

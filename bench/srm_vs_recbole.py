@@ -1,6 +1,13 @@
-"""Tandem's SRM against RecBole 1.2.1's, trained and tested in one run on the same ML-100K data and protocol.
+"""Tandem's SRM against RecBole 1.2.1's, trained and tested in one run on the same data and protocol.
 
-Protocol (RecBole's for sequential models): no filters, time-ordered leave-one-out, full ranking over all items,
+Data: any RecBole atomic folder or built-in name (``ml-100k``, ``ml-1m``), with the same filters given to both
+(``--min-rating``, ``--kcore``; RecBole's standard sequential benchmark uses ``--min-rating 3 --kcore 10``).
+``--targets-only`` trains nothing: it loads the data in both tools and compares, user by user, the validation and
+test targets each one holds out (they differ only where a user's last interactions share a timestamp and the two
+tools order the tie differently; ``--tie-order``). On ML-1M RecBole orders by float32-rounded timestamps (64-second
+steps) with file order inside a step; ``--tie-order float32`` makes Tandem order the same way.
+
+Protocol (RecBole's for sequential models): time-ordered leave-one-out, full ranking over all items,
 history not masked, cross-entropy over all items, early stopping on validation NDCG@10 with the same patience and the
 same epoch cap. Equal model hyperparameters: hidden 64, 2 layers, 2 heads, FFN 256, dropout 0.5, max length 50.
 
@@ -14,7 +21,8 @@ RecBole runs in its own venv under ``$TANDEM_HOME/bench/recbole-venv``, created 
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` so RecBole can reload its checkpoint, and switches off the anomaly detection
 its import turns on.
 
-    python bench/srm_vs_recbole.py [--epochs 200 --patience 10 --threads 1 --json FILE]
+    python bench/srm_vs_recbole.py [--dataset ml-100k] [--epochs 200 --patience 10 --threads 1 --json FILE]
+    python bench/srm_vs_recbole.py --dataset ml-1m --min-rating 3 --kcore 10 --targets-only --json FILE
 """
 
 from __future__ import annotations
@@ -61,28 +69,80 @@ def recbole_python() -> Path:
     return py
 
 
-def run_recbole(model: str, args: argparse.Namespace) -> dict:
+def atomic_folder(dataset: str) -> Path:
+    """The atomic folder RecBole reads: a built-in name is fetched first; anything else must be such a folder."""
+    if dataset in fetch.BUILTIN:
+        return fetch.fetch(dataset)
+    folder = Path(dataset)
+    if not (folder / f"{folder.name}.inter").is_file():
+        raise SystemExit(f"--dataset {dataset}: RecBole reads only atomic folders (NAME/NAME.inter); pass a built-in "
+                         f"name ({', '.join(fetch.known_names())}) or such a folder")
+    return folder
+
+
+def options(args: argparse.Namespace) -> DatasetOptions:
+    return DatasetOptions(dataset=args.dataset, min_rating=args.min_rating, kcore=args.kcore,
+                          tie_order=args.tie_order)
+
+
+def run_recbole(model: str, args: argparse.Namespace, targets_only: bool = False) -> dict:
     py = recbole_python()
-    data_path = fetch.fetch("ml-100k").parent
+    folder = atomic_folder(args.dataset)
     with tempfile.TemporaryDirectory(prefix="recbole-") as work:
-        cmd = [str(py), str(ROOT / "bench" / "recbole_runner.py"), "--data-path", str(data_path),
-               "--model", MODEL_NAMES[model], "--epochs", str(args.epochs), "--stopping-step", str(args.patience),
-               "--threads", str(args.threads), "--seed", str(args.seed), "--workdir", work]
+        cmd = [str(py), str(ROOT / "bench" / "recbole_runner.py"), "--data-path", str(folder.parent),
+               "--dataset", folder.name, "--model", MODEL_NAMES[model], "--epochs", str(args.epochs),
+               "--stopping-step", str(args.patience), "--threads", str(args.threads), "--seed", str(args.seed),
+               "--workdir", work, "--kcore", str(args.kcore)]
+        if args.min_rating is not None:
+            cmd += ["--min-rating", str(args.min_rating)]
+        if targets_only:
+            cmd.append("--targets-only")
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads)}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)
         wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    tag = "TARGETS " if targets_only else "RESULT "
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(tag)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"RecBole run failed with exit code {proc.returncode}")
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len(tag):])
     out["process_seconds"] = wall
     return out
 
 
+def compare_targets(args: argparse.Namespace) -> dict:
+    """Per user, do both tools hold out the same validation and test item? Disagreements are split by whether the
+    user's target ties in time with its neighbour (then only the tie order differs)."""
+    from tandem.data.split import leave_one_out
+
+    ds = load_dataset(options(args))
+    split = leave_one_out(ds.sequences)
+    rb = run_recbole(args.model, args, targets_only=True)
+    out = {"dataset": args.dataset, "min_rating": args.min_rating, "kcore": args.kcore, "tie_order": args.tie_order,
+           "users": {"tandem": ds.n_users, "recbole": len(rb["test"])}, "items": ds.n_items,
+           "interactions": ds.n_interactions, "recbole_train_rows": rb["train_rows"],
+           "tandem_train_pairs": int(sum(len(s) - 1 for s in split.train))}
+    for name, case, offset in (("test", split.test, 1), ("valid", split.valid, 2)):
+        same = tied = differ = missing = 0
+        for u, target in zip(case.users, case.targets):
+            raw_user, raw_item = ds.user_raw_ids[u], str(ds.catalogue.raw_ids[target])
+            theirs = rb[name].get(raw_user)
+            if theirs is None:
+                missing += 1
+            elif theirs == raw_item:
+                same += 1
+            else:
+                differ += 1
+                t = ds.times[u]
+                tied += bool(t[len(t) - offset] == t[len(t) - offset - 1])
+        n = max(1, len(case.targets))
+        out[name] = {"same": same / n, "differ": differ / n, "differ_and_tied": tied / n, "missing_in_recbole": missing}
+    return out
+
+
 def run_tandem(model: str, args: argparse.Namespace) -> dict:
-    opts = DatasetOptions(dataset="ml-100k")
+    opts = options(args)
     ds = load_dataset(opts)
     cfg = TrainConfig(epochs=args.epochs, patience=args.patience, threads=args.threads, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="tandem-") as out:
@@ -110,6 +170,13 @@ def table(t: dict, r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ml-100k", help="built-in name or RecBole atomic folder (default: ml-100k)")
+    ap.add_argument("--min-rating", type=float, help="keep interactions with rating >= this, in both tools")
+    ap.add_argument("--kcore", type=int, default=0, help="k-core filter for both tools (default: 0, none)")
+    ap.add_argument("--tie-order", choices=("file", "item", "float32"), default="file", help="Tandem's order of "
+                    "same-timestamp interactions; float32 orders as RecBole does on ML-1M (default: file)")
+    ap.add_argument("--targets-only", action="store_true", help="compare the held-out targets of both tools, per "
+                    "user, and train nothing")
     ap.add_argument("--model", choices=sorted(MODEL_NAMES), default="sasrec")
     ap.add_argument("--epochs", type=int, default=200, help="epoch cap for both (default: 200)")
     ap.add_argument("--patience", type=int, default=10, help="early-stopping patience for both (default: 10)")
@@ -117,13 +184,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--json", help="write both results and the ratios here")
     args = ap.parse_args()
+    if args.targets_only:
+        report = compare_targets(args)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            atomic_write_json(args.json, {**report, "args": vars(args)})
+        return
 
     print(f"[1/2] Tandem {args.model} …", file=sys.stderr)
     t = run_tandem(args.model, args)
     print(f"      test ndcg@10 {t['metrics']['ndcg@10']:.4f} in {t['train_seconds']:.0f}s", file=sys.stderr)
     print(f"[2/2] RecBole {MODEL_NAMES[args.model]} …", file=sys.stderr)
     r = run_recbole(args.model, args)
-    print(f"\n{args.model} on ML-100K, full ranking, {args.threads} thread(s), epoch cap {args.epochs}, "
+    print(f"\n{args.model} on {args.dataset} (min rating {args.min_rating}, {args.kcore}-core), full ranking, "
+          f"{args.threads} thread(s), epoch cap {args.epochs}, "
           f"patience {args.patience}")
     print(table(t, r))
     if args.json:

@@ -86,7 +86,7 @@ print(n, [m for m in loaded() if m in ('torch', 'transformers', 'pandas')])
 
 
 def test_unknown_dataset_name():
-    assert_user_error(tandem("data", "stats", "ml-1m"), "unknown dataset 'ml-1m'", "ml-100k")
+    assert_user_error(tandem("data", "stats", "ml-20m"), "unknown dataset 'ml-20m'", "ml-100k")
 
 
 def test_missing_column(tmp_path):

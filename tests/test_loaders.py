@@ -43,6 +43,14 @@ def test_csv_string_ids_time_order_and_ties(tmp_path):
     stats = dataset_stats(ds)  # 2 of 5 interactions share a timestamp; ann's test target is one of them
     assert stats["tied_interactions"] == 0.4 and stats["tied_test_targets"] == 0.5
     assert stats["tied_valid_targets"] == 0.0
+    # float32 timestamps (RecBole's on ML-1M): 978300736 and 978300760 s are one 64-s step, so file order decides
+    path.write_text("uid,iid,ts\nann,b,978300760\nann,a,978300736\nann,c,978300800\n")
+    exact = load_dataset(DatasetOptions(dataset=str(path), user_col="uid", item_col="iid", time_col="ts"))
+    rb = load_dataset(DatasetOptions(dataset=str(path), user_col="uid", item_col="iid", time_col="ts",
+                                     tie_order="float32"))
+    names = exact.catalogue.raw_ids
+    assert [names[i] for i in exact.sequences[0]] == ["a", "b", "c"]
+    assert [names[i] for i in rb.sequences[0]] == ["b", "a", "c"]
     with pytest.raises(ValueError, match="tie_order must be"):
         build_dataset("x", pd.DataFrame({"user": ["a"], "item": ["b"], "order": [0]}), None, tie_order="time")
 
@@ -106,5 +114,5 @@ def test_reindexing_is_deterministic():
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(TandemError, match="unknown dataset 'ml-1m'.*known names are ml-100k"):
-        load_dataset(DatasetOptions(dataset="ml-1m"))
+    with pytest.raises(TandemError, match="unknown dataset 'ml-20m'.*known names are ml-100k, ml-1m"):
+        load_dataset(DatasetOptions(dataset="ml-20m"))

