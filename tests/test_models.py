@@ -53,3 +53,29 @@ def test_windows_train_every_pair_once(stride):
     assert sorted(seen) == sorted(expected)  # each (prefix -> next) pair exactly once
     if stride == 1:  # RecBole's rows: each target sees min(t, max_len) items
         assert x.shape[0] == sum(max(1, len(s) - max_len) for s in seqs)
+
+
+def test_cli_model_choices_are_the_registry():
+    """`tandem train srm --model` lists its choices without importing torch; they must be the registry's names."""
+    from pipelines.cli.train_cmd import MODEL_CHOICES
+
+    assert sorted(MODEL_CHOICES) == model_names()
+
+
+def test_sasrec_ffn_dropout_only_changes_training():
+    """``ffn_dropout=0`` removes the dropout between the feed-forward layers (RecBole's layer has none): the same
+    weights, the same eval output, a different training-mode output."""
+    torch.manual_seed(0)
+    base = build_model("sasrec", 30, default_config("sasrec", max_len=8, hidden_size=16, inner_size=32))
+    lean = build_model("sasrec", 30, default_config("sasrec", max_len=8, hidden_size=16, inner_size=32,
+                                                    ffn_dropout=0.0))
+    lean.load_state_dict(base.state_dict())  # no parameter differs
+    assert lean.encoder.layers[0].dropout.p == 0.0 and base.encoder.layers[0].dropout.p == 0.5
+    seq = torch.tensor([[3, 5, 7, 9, 0, 0]])
+    with torch.no_grad():
+        assert torch.equal(base.eval()(seq), lean.eval()(seq))
+        torch.manual_seed(1)
+        a = base.train()(seq)
+        torch.manual_seed(1)
+        b = lean.train()(seq)
+    assert not torch.allclose(a, b)

@@ -15,6 +15,9 @@ class SRMConfig:
         "help": "feed-forward width (SASRec) or recurrent width (GRU4Rec)"})
     dropout: float = field(default=0.5, metadata={"help": "dropout probability"})
     max_len: int = field(default=50, metadata={"help": "longest history the model reads (older items are cut)"})
+    ffn_dropout: float | None = field(default=None, metadata={
+        "help": "SASRec: dropout between the feed-forward layers (PyTorch's encoder layer has it, RecBole's has "
+                "none: 0); default: --dropout"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -28,3 +31,5 @@ class SRMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.ffn_dropout is not None and not 0.0 <= self.ffn_dropout < 1.0:
+            raise ValueError(f"ffn_dropout must be in [0, 1), got {self.ffn_dropout}")

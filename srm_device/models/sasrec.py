@@ -1,8 +1,10 @@
 """SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018, arXiv 1808.09781).
 
 Post-LN transformer encoder with learned absolute positions and a causal mask, as in RecBole's implementation
-(GELU feed-forward, LayerNorm eps 1e-12, N(0, 0.02) initialisation). Output item embeddings are tied to the input ones.
-Sequences are right-padded, so with a causal mask no real position ever attends to padding (no all-masked rows, no NaN).
+(GELU feed-forward, LayerNorm eps 1e-12, N(0, 0.02) initialisation). One difference remains by default: PyTorch's
+encoder layer also drops out between the two feed-forward layers, RecBole's does not; ``ffn_dropout=0`` removes it.
+Output item embeddings are tied to the input ones. Sequences are right-padded, so with a causal mask no real position
+ever attends to padding (no all-masked rows, no NaN).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class SASRec(SequentialRecommender):
             d, config.n_heads, config.inner_size, config.dropout, activation="gelu", batch_first=True,
             norm_first=False, layer_norm_eps=1e-12,
         )
+        if config.ffn_dropout is not None:  # the dropout inside the feed-forward block (RecBole's layer has none)
+            layer.dropout = nn.Dropout(config.ffn_dropout)
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.apply(self._init_weights)
 
