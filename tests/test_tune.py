@@ -100,3 +100,15 @@ def test_bad_search_space_exits_2(tmp_path: Path, text: str, fragment: str) -> N
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("tandem: error")]
     assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
     assert not (tmp_path / "o").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("name", ["tune_sasrec", "tune_gru4rec"])
+def test_packaged_spaces_load_and_build_valid_configs(name: str) -> None:
+    from pipelines import configs
+    from pipelines.tune_srm import load_space, trial_configs
+
+    space = load_space(configs.resolve(name, prefix="tune_", flag="--space"))
+    lows = {k: (v["choice"][0] if "choice" in v else v.get("float", v.get("int"))[0]) for k, v in space.params.items()}
+    model_cfg, train_cfg = trial_configs(space, lows)
+    assert space.model == name.split("_")[1] and train_cfg.epochs == space.fixed["epochs"]
+    assert all(getattr(model_cfg, k, getattr(train_cfg, k, None)) == v for k, v in lows.items())
