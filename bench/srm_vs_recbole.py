@@ -147,7 +147,8 @@ def run_tandem(model: str, args: argparse.Namespace) -> dict:
     cfg = TrainConfig(epochs=args.epochs, patience=args.patience, threads=args.threads, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="tandem-") as out:
         t0 = time.perf_counter()
-        result = train_srm(ds, opts, model, default_config(model), cfg, out, overwrite=True)
+        result = train_srm(ds, opts, model, default_config(model, ffn_dropout=args.ffn_dropout), cfg, out,
+                           overwrite=True)
         train_s = time.perf_counter() - t0
         report = evaluate_checkpoint(out, "test")
     return {"model": model, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -178,6 +179,8 @@ def main() -> None:
     ap.add_argument("--targets-only", action="store_true", help="compare the held-out targets of both tools, per "
                     "user, and train nothing")
     ap.add_argument("--model", choices=sorted(MODEL_NAMES), default="sasrec")
+    ap.add_argument("--ffn-dropout", type=float, help="Tandem SASRec's dropout between the feed-forward layers "
+                    "(0 = RecBole's layer; default: --dropout as in `tandem train srm`)")
     ap.add_argument("--epochs", type=int, default=200, help="epoch cap for both (default: 200)")
     ap.add_argument("--patience", type=int, default=10, help="early-stopping patience for both (default: 10)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for each run (default: 1)")
