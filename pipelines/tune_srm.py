@@ -168,15 +168,15 @@ def tune_srm(ds: SequenceDataset, ds_options: DatasetOptions, space: Space, out:
         trial.set_user_attr("train_seconds", result.train_seconds)
         return float(result.best_valid["ndcg@10"])
 
-    start, attempts = time.monotonic(), 0
+    start, attempts, summary = time.monotonic(), 0, None
     while done() < trials:
         left = None if timeout is None else timeout - (time.monotonic() - start)
         if (left is not None and left <= 0) or attempts >= 10 * trials:  # a space of mostly invalid combinations
             break
         attempts += 1
         study.optimize(objective, n_trials=1, timeout=left, catch=())
-        write_best(study, space, out)
-    return write_best(study, space, out)
+        summary = write_best(study, space, out)  # after every trial, so a killed study keeps its best so far
+    return summary or write_best(study, space, out)
 
 
 def write_best(study, space: Space, out: Path) -> dict:

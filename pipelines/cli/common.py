@@ -65,5 +65,17 @@ def as_user_error(exc: ValueError) -> TandemError:
     return TandemError(str(exc))
 
 
+def checked_config(cls, args: argparse.Namespace, **overrides):
+    """The config dataclass ``cls`` from the parsed flags, validated; a bad value is a one-line user error (exit 2)."""
+    from tandem.config import dataclass_from_args
+
+    try:
+        cfg = dataclass_from_args(cls, args, **overrides)
+        cfg.validate()
+    except ValueError as exc:
+        raise as_user_error(exc) from None
+    return cfg
+
+
 def dump(obj: dict) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli.common import add_parser, dump, write_json
+from pipelines.cli.common import add_parser, checked_config, dump, write_json
 from tandem.data.options import add_dataset_arguments, options_from_args
 
 
@@ -112,17 +112,11 @@ def _eval_collab(args: argparse.Namespace) -> int:
 def _eval_thinkrec(args: argparse.Namespace) -> int:
     import torch
 
-    from pipelines.cli.common import as_user_error
     from pipelines.thinkrec import run
     from pipelines.thinkrec_build import PipelineConfig
-    from tandem.config import dataclass_from_args
 
     torch.set_num_threads(args.threads)
-    try:
-        cfg = dataclass_from_args(PipelineConfig, args)
-        cfg.validate()
-    except ValueError as exc:
-        raise as_user_error(exc) from None
+    cfg = checked_config(PipelineConfig, args)
     report = run(cfg)
     print(dump({k: v for k, v in report.items() if k != "config"}))
     print(f"report: {cfg.out}/report.json", file=sys.stderr)

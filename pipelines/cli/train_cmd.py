@@ -6,8 +6,8 @@ import argparse
 import sys
 from dataclasses import fields
 
-from pipelines.cli.common import add_parser
-from tandem.config import add_dataclass_arguments, dataclass_from_args
+from pipelines.cli.common import add_parser, checked_config
+from tandem.config import add_dataclass_arguments
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
 from tandem.errors import TandemError
 
@@ -23,10 +23,9 @@ def _train_srm(args: argparse.Namespace) -> int:
     try:
         model_cfg = default_config(args.model, **{f.name: getattr(args, f.name) for f in fields(SRMConfig)})
         model_cfg.validate()
-        train_cfg = dataclass_from_args(TrainConfig, args)
-        train_cfg.validate()
     except ValueError as exc:
         raise TandemError(str(exc)) from None
+    train_cfg = checked_config(TrainConfig, args)
     opts = options_from_args(args)
     ds = load_dataset(opts)
     result = train_srm(ds, opts, args.model, model_cfg, train_cfg, args.out, overwrite=args.overwrite,
@@ -42,11 +41,7 @@ def _train_paramgen(args: argparse.Namespace) -> int:
     from llm_cloud.paramgen.config import ParamGenConfig
     from pipelines.train_paramgen import train_paramgen
 
-    try:
-        cfg = dataclass_from_args(ParamGenConfig, args)
-        cfg.validate()
-    except ValueError as exc:
-        raise TandemError(str(exc)) from None
+    cfg = checked_config(ParamGenConfig, args)
     report = train_paramgen(args.srm, args.out, cfg, overwrite=args.overwrite)
     rows = report["test"]
     print(f"{'test':<12}{'ndcg@10':>10}{'hr@10':>10}")
@@ -61,11 +56,7 @@ def _train_collab(args: argparse.Namespace) -> int:
     from pipelines.collab import train_collab
     from srm_device.training.config import CollabConfig
 
-    try:
-        cfg = dataclass_from_args(CollabConfig, args)
-        cfg.validate()
-    except ValueError as exc:
-        raise TandemError(str(exc)) from None
+    cfg = checked_config(CollabConfig, args)
     report = train_collab(args.llm, args.srm, args.out, cfg, overwrite=args.overwrite)
     inl, full = report["valid_in_list"], report["valid_full"]
     print(f"validation ({report['n_valid_users']} users; LLM recall@{report['n_candidates']} "
