@@ -51,6 +51,15 @@ def test_csv_string_ids_time_order_and_ties(tmp_path):
     names = exact.catalogue.raw_ids
     assert [names[i] for i in exact.sequences[0]] == ["a", "b", "c"]
     assert [names[i] for i in rb.sequences[0]] == ["b", "a", "c"]
+    # float32 after min-max scaling (RecBole's on ML-100K): over a 1000-s span the steps are far below a second, so
+    # 501 and 503 s past the minimum stay apart, while raw float32 (8-s steps near 1e8 s) merges them
+    path.write_text("uid,iid,ts\nann,b,100000503\nann,a,100000501\nbob,x,100000000\nbob,y,100001000\n")
+    kw = dict(dataset=str(path), user_col="uid", item_col="iid", time_col="ts")
+    raw32 = load_dataset(DatasetOptions(**kw, tie_order="float32"))
+    minmax = load_dataset(DatasetOptions(**kw, tie_order="float32-minmax"))
+    names = raw32.catalogue.raw_ids
+    assert [names[i] for i in raw32.sequences[0]] == ["b", "a"]
+    assert [names[i] for i in minmax.sequences[0]] == ["a", "b"]
     with pytest.raises(ValueError, match="tie_order must be"):
         build_dataset("x", pd.DataFrame({"user": ["a"], "item": ["b"], "order": [0]}), None, tie_order="time")
 

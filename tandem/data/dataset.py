@@ -89,7 +89,18 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
         df = df[keep]
 
 
-TIE_ORDERS = ("file", "item", "float32")
+TIE_ORDERS = ("file", "item", "float32", "float32-minmax")
+
+
+def _order_key(t: np.ndarray, tie_order: str) -> np.ndarray:
+    """The sort key within a user: the time itself, or its float32 rounding (RecBole's float32 tensors)."""
+    if tie_order == "float32":
+        return t.astype(np.float32)
+    if tie_order == "float32-minmax":
+        t = t.astype(np.float64)
+        span = t.max() - t.min() if len(t) else 0.0
+        return ((t - t.min()) / span if span > 0 else np.zeros_like(t)).astype(np.float32)
+    return t
 
 
 def build_dataset(
@@ -102,8 +113,11 @@ def build_dataset(
     ``order`` (same-second ratings are common in MovieLens) are ordered by ``tie_order``: ``"file"`` keeps their order
     in the input (a stable sort), ``"item"`` sorts them by dense item id, i.e. the natural order of the raw ids, and
     ``"float32"`` orders by the timestamp rounded to float32 (64-second steps for Unix times between 2^29 and 2^30 s,
-    1987–2004) and keeps file order inside a step, which is how RecBole 1.2 orders ML-1M (its float fields are
-    float32 tensors; ``bench/srm_vs_recbole.py --targets-only`` measures the agreement). The last items of a sequence
+    1987–2004) and keeps file order inside a step, which is how RecBole 1.2 orders ML-1M (its ``Dataset.build``
+    turns float fields into float32 tensors before it sorts by time), and ``"float32-minmax"`` first scales the
+    timestamps to [0, 1] over all loaded interactions (after filters), then rounds to float32 (steps of about 1 s on
+    ML-100K's seven months), which is how RecBole orders ML-100K, whose packaged dataset properties set
+    ``normalize_all: True``. ``bench/srm_vs_recbole.py --targets-only`` measures the agreement. The last items of a sequence
     are the evaluation targets, so this choice decides which item is the test target when the last two share a
     timestamp (or, for ``"float32"``, a 64-second step).
     ``items`` (optional) has an ``item`` column plus text columns.
@@ -120,7 +134,7 @@ def build_dataset(
         "t": inter["order"].to_numpy(),
         "pos": np.arange(len(inter)),
     })
-    key = df["t"].astype(np.float32) if tie_order == "float32" else df["t"]  # as RecBole's float32 tensors
+    key = _order_key(df["t"].to_numpy(), tie_order)
     df = df.assign(key=key).sort_values(["u", "key", "i" if tie_order == "item" else "pos", "pos"], kind="stable")
     bounds = np.flatnonzero(np.diff(df["u"].to_numpy())) + 1
     sequences = [s.astype(np.int64) for s in np.split(df["i"].to_numpy(), bounds)]
