@@ -5,7 +5,8 @@ Data: any RecBole atomic folder or built-in name (``ml-100k``, ``ml-1m``), with 
 ``--targets-only`` trains nothing: it loads the data in both tools and compares, user by user, the validation and
 test targets each one holds out (they differ only where a user's last interactions share a timestamp and the two
 tools order the tie differently; ``--tie-order``). On ML-1M RecBole orders by float32-rounded timestamps (64-second
-steps) with file order inside a step; ``--tie-order float32`` makes Tandem order the same way.
+steps) with file order inside a step; ``--tie-order float32`` makes Tandem order the same way. On ML-100K RecBole's
+packaged dataset properties min-max scale the timestamps first; ``--tie-order float32-minmax`` matches that.
 
 Protocol (RecBole's for sequential models): time-ordered leave-one-out, full ranking over all items,
 history not masked, cross-entropy over all items, early stopping on validation NDCG@10 with the same patience and the
