@@ -24,16 +24,28 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (scores > target_scores).sum(dim=1)  # (b,)
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
-    """Mean HR/NDCG/MRR at each K over users; keys like ``ndcg@10``."""
+def per_row_metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, np.ndarray]:
+    """HR/NDCG/MRR at each K for every row (r,); keys like ``ndcg@10``."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for k in ks:
         hit = ranks < k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1.0), 0.0).mean())
+        out[f"hr@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+        out[f"mrr@{k}"] = np.where(hit, 1.0 / (ranks + 1.0), 0.0)
     return out
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Mean HR/NDCG/MRR at each K over rows (users, or real-time positions); keys like ``ndcg@10``."""
+    return {name: float(v.mean()) for name, v in per_row_metrics(ranks, ks).items()}
+
+
+def user_mean_metrics(users: np.ndarray, ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Each user's mean over their rows, then the mean over users (the row mean when every user has one row)."""
+    _, inverse, counts = np.unique(np.asarray(users), return_inverse=True, return_counts=True)
+    return {name: float((np.bincount(inverse, weights=v) / counts).mean())
+            for name, v in per_row_metrics(ranks, ks).items()}
 
 
 def format_table(metrics: dict[str, float], ks: tuple[int, ...] = KS) -> str:

@@ -18,7 +18,7 @@ from llm_cloud.paramgen.prototypes import fit_codebook
 from llm_cloud.paramgen.trainer import fit, generated_user
 from srm_device.head import HeadSpec
 from srm_device.training import checkpoint as ckpt
-from tandem.data.split import leave_one_out
+from tandem.data.protocols import make_split, split_from_dict
 from tandem.io import atomic_output, atomic_write_json
 
 
@@ -27,7 +27,7 @@ def train_paramgen(srm_dir: str | Path, out: str | Path, cfg: ParamGenConfig, ov
     """Train the hypernetwork for a frozen SRM, fit the Persona codebook, and write a report."""
     cfg.validate()
     srm, srm_meta, ds = load_srm_and_data(srm_dir)
-    split = leave_one_out(ds.sequences)
+    split = make_split(ds, split_from_dict(srm_meta.get("split")))  # the SRM's own protocol: cloud parts only
     spec = HeadSpec(srm.config.hidden_size, cfg.rank)
     torch.manual_seed(cfg.seed)
     item_emb = srm.item_embeddings().detach()  # (n+1, d)
@@ -39,7 +39,8 @@ def train_paramgen(srm_dir: str | Path, out: str | Path, cfg: ParamGenConfig, ov
         return full_rank_metrics(generated_user(g, valid.user, valid.recent), item_emb, valid.target)
 
     meta = {"srm": str(Path(srm_dir).resolve()), "srm_fingerprint": srm_meta.get("data_fingerprint"),
-            "n_items": ds.n_items, "hidden_size": spec.hidden_size, "rank": spec.rank}
+            "n_items": ds.n_items, "hidden_size": spec.hidden_size, "rank": spec.rank,
+            "split": split_from_dict(srm_meta.get("split")).to_dict()}
     state = fit(gen, item_emb, train, validate, cfg, out, meta, overwrite=overwrite, progress=progress)
     ckpt.load_weights(gen, Path(out) / "model.safetensors")
     gen.eval()

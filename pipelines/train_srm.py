@@ -1,5 +1,6 @@
-"""`tandem train srm`: train one sequential recommender on the leave-one-out protocol (data, trainer and the
-validation metric wired together), then draw its training curve."""
+"""`tandem train srm`: train one sequential recommender on a protocol's training part (leave-one-out, or the cloud
+parts of the real-time protocol), with data, trainer and the validation metric wired together, then draw its training
+curve."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from srm_device.training.trainer import EpochHook, TrainResult, fit
 from tandem import __version__
 from tandem.data.dataset import SequenceDataset
 from tandem.data.options import DatasetOptions
-from tandem.data.split import leave_one_out
+from tandem.data.protocols import SplitOptions, make_split
 
 
 def train_srm(ds: SequenceDataset, ds_options: DatasetOptions, model_name: str, model_cfg: SRMConfig,
               train_cfg: TrainConfig, out: str | Path, overwrite: bool = False, mask_history: bool = False,
-              on_epoch_end: EpochHook | None = None, progress: bool | None = None) -> TrainResult:
-    split = leave_one_out(ds.sequences)
+              on_epoch_end: EpochHook | None = None, progress: bool | None = None,
+              split_opts: SplitOptions | None = None) -> TrainResult:
+    split_opts = split_opts or SplitOptions()
+    split = make_split(ds, split_opts)
     import torch
 
     torch.manual_seed(train_cfg.seed)  # initialisation
@@ -31,6 +34,7 @@ def train_srm(ds: SequenceDataset, ds_options: DatasetOptions, model_name: str, 
         "dataset_name": ds.name,
         "data_fingerprint": ds.fingerprint(),
         "mask_history": mask_history,
+        "split": split_opts.to_dict(),
         "tandem_version": __version__,
     }
     result = fit(model, meta, split.train, make_validator(split, model_cfg.max_len, mask_history), train_cfg, out,

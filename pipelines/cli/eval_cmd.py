@@ -1,12 +1,14 @@
-"""``tandem eval srm|llm|device|collab|thinkrec``."""
+"""``tandem eval srm|llm|device|realtime|collab|thinkrec``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipelines.cli.common import add_parser, checked_config, dump, write_json
+from pipelines.cli.common import add_parser, as_user_error, checked_config, dump, write_json
+from tandem.config import add_dataclass_arguments
 from tandem.data.options import add_dataset_arguments, options_from_args
+from tandem.data.protocols import add_split_arguments
 
 
 def _eval_srm(args: argparse.Namespace) -> int:
@@ -16,9 +18,13 @@ def _eval_srm(args: argparse.Namespace) -> int:
     ds_options = options_from_args(args) if args.dataset else None
     report = evaluate_checkpoint(args.checkpoint, args.split, args.mask_history, ds_options)
     masked = "history masked" if report.mask_history else "history not masked"
-    print(f"{report.model} on {report.dataset}, {report.split} split, {report.n_users} users, full ranking, "
-          f"{masked}")
+    rows = f", {report.n_rows} positions" if report.n_rows != report.n_users else ""
+    print(f"{report.model} on {report.dataset}, {report.protocol} {report.split} split, {report.n_users} users{rows}, "
+          f"full ranking, {masked}")
     print(format_table(report.metrics))
+    if rows:
+        print("mean over users (each user's mean over their positions):")
+        print(format_table(report.metrics_by_user))
     write_json(args.json, report.to_json())
     return 0
 
@@ -123,6 +129,34 @@ def _eval_thinkrec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_realtime(args: argparse.Namespace) -> int:
+    from eval.plots import plot_realtime
+    from pipelines.realtime import RealTimeRunConfig, run_realtime
+    from tandem.data.protocols import SplitOptions
+
+    cfg = checked_config(RealTimeRunConfig, args)
+    split = checked_config(SplitOptions, args, protocol="realtime")
+    try:
+        report = run_realtime(options_from_args(args), split, cfg)
+    except ValueError as exc:
+        raise as_user_error(exc) from None
+    rows = report["rows"]
+    print(f"{report['dataset']['name']}, {report['protocol']['name']}: {rows['positions']:,} real-time positions of "
+          f"{rows['users']:,} users")
+    print(f"{'':<18}{'ndcg@10':>9}{'hr@10':>8}{'user ndcg':>10}{'auc':>8}{'uauc':>8}{'bytes down':>11}"
+          f"{'  vs static (ci95)'}")
+    for name, m in report["methods"].items():
+        vs = report["vs_static"].get(name)
+        ci = f"  {vs['delta_ndcg@10']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else ""
+        print(f"{name:<18}{m['ndcg@10']:>9.4f}{m['hr@10']:>8.4f}{m['by_user']['ndcg@10']:>10.4f}{m['auc']:>8.4f}"
+              f"{m['uauc']:>8.4f}{m['bytes_per_update']['down']:>11,}{ci}")
+    write_json(args.json, report)
+    if args.plot:
+        plot_realtime(report, args.plot, title=f"{report['dataset']['name']}, {report['protocol']['name']}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def register(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate models", description="Evaluate models.")
     esub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
@@ -162,6 +196,18 @@ def register(sub) -> None:
     p.add_argument("--ratios", default="0.05,0.1,0.2,0.5,1", help="request ratios (default: 0.05,0.1,0.2,0.5,1)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot NDCG@10 against request ratio per policy")
+
+    p = add_parser(esub, "realtime", "the device tier on the real-time protocol: train the SRM and the parameter "
+                   "generator on the cloud parts (resumable, in --work), then measure static, generated and Persona "
+                   "parameters on every real-time position, with paired bootstrap intervals against static",
+                   _eval_realtime)
+    add_dataset_arguments(p)
+    add_split_arguments(p, skip=("protocol",))
+    from pipelines.realtime import RealTimeRunConfig
+
+    add_dataclass_arguments(p.add_argument_group("run"), RealTimeRunConfig)
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of NDCG@10 per method with its interval")
 
     p = add_parser(esub, "collab", "end-to-end report of an artifact store on the test split: LLM alone, SRM alone, "
                    "every fusion rule with the independent and the collaborative SRM, and NDCG@10 against request "

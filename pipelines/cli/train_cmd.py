@@ -9,6 +9,7 @@ from dataclasses import fields
 from pipelines.cli.common import add_parser, checked_config
 from tandem.config import add_dataclass_arguments
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
+from tandem.data.protocols import add_split_arguments
 from tandem.errors import TandemError
 
 MODEL_CHOICES = ("sasrec", "gru4rec")
@@ -28,8 +29,11 @@ def _train_srm(args: argparse.Namespace) -> int:
     train_cfg = checked_config(TrainConfig, args)
     opts = options_from_args(args)
     ds = load_dataset(opts)
+    from tandem.data.protocols import SplitOptions
+
+    split_opts = checked_config(SplitOptions, args)
     result = train_srm(ds, opts, args.model, model_cfg, train_cfg, args.out, overwrite=args.overwrite,
-                       mask_history=args.mask_history)
+                       mask_history=args.mask_history, split_opts=split_opts)
     print(f"{args.model} on {ds.name}: {result.stopped} after {result.epochs_run} epochs "
           f"({result.train_seconds:.0f}s); best validation at epoch {result.best_epoch}", file=sys.stderr)
     print(format_table(result.best_valid))
@@ -83,6 +87,7 @@ def _srm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-history", action="store_true",
                    help="exclude the user's past items when ranking for validation (default: not, as RecBole)")
     add_dataset_arguments(p)
+    add_split_arguments(p)
     add_dataclass_arguments(p.add_argument_group("model", "model hyperparameters (defaults depend on --model)"),
                             SRMConfig)
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
