@@ -9,7 +9,9 @@ Methods measured here (what the device holds at position t of a user whose cloud
 - ``duet_head_at_cut``: the same generator, with parameters generated once at the cut (from ``s[:c]``) and never
   refreshed: what a device that stops asking gets;
 - ``persona``: the ``duet_head`` parameters sent as a Persona prototype id plus edit coefficients (arXiv
-  2509.06552), decoded on the device.
+  2509.06552), decoded on the device;
+- ``retrain``: the device fine-tunes its own copy of the SRM on its real-time items every few items, with backprop
+  (:mod:`srm_device.adaptation.retrain`), the cost the parameter-generating methods avoid.
 
 Per method: full-ranking HR/NDCG@10 as the mean over positions and the mean over users, the pointwise AUC and UAUC
 with sampled negatives (as DUET and IntellectReq report them), bytes per parameter update (down) and per request
@@ -18,6 +20,8 @@ with sampled negatives (as DUET and IntellectReq report them), bytes per paramet
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +30,7 @@ import torch
 from eval.bootstrap import paired_bootstrap
 from eval.metrics import metrics_from_ranks, per_row_metrics, target_ranks, user_mean_metrics
 from eval.pointwise import pointwise_report
+from srm_device.adaptation.retrain import DeviceRetrainer, RetrainConfig
 from srm_device.head import apply_head
 from srm_device.persona import FLOAT32, Codebook
 from srm_device.scoring import recent_window, user_vectors
@@ -39,6 +44,7 @@ class RealTimeEvalConfig:
     negatives: int = field(default=20, metadata={"help": "sampled negatives per position for AUC/UAUC"})
     resamples: int = field(default=1000, metadata={"help": "paired-bootstrap resamples over users"})
     seed: int = field(default=0, metadata={"help": "seed of the negative sampling and the bootstrap"})
+    retrain: RetrainConfig | None = None  # None: no on-device retraining baseline
 
 
 def _sample_negatives(histories: list[np.ndarray], targets: np.ndarray, n_items: int, n: int,
@@ -120,10 +126,18 @@ def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
             users_vec["persona"] = apply_head(static, *gen.split(recon))
             bytes_per_update["persona"] = {"down": book.update_bytes(), "up": up,
                                            "codebook_once": book.download_bytes()}
+    costs: dict[str, dict] = {}
+    if cfg.retrain is not None:
+        users_vec["retrain"], costs["retrain"] = _retrain_vectors(srm, split, cfg.retrain)
+        bytes_per_update["retrain"] = {"down": 0, "up": 0}
+    for name, vec in list(users_vec.items()):
+        if name != "retrain":
+            costs.setdefault(name, {})["device_ms_p50"] = _scoring_ms(srm, test, vec is static, gen, recent_k)
     methods, per_user = {}, {}
     for name, vec in users_vec.items():
         methods[name], per_user[name] = _method_report(vec.clone(), item_emb, targets, test.users, negatives)
         methods[name]["bytes_per_update"] = bytes_per_update[name]
+        methods[name].update(costs.get(name, {}))
     vs_static = {}
     for name in methods:
         if name == "static":
@@ -134,3 +148,48 @@ def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
     return {"methods": methods, "vs_static": vs_static,
             "rows": {"positions": int(len(test.targets)), "users": int(len(np.unique(test.users))),
                      "negatives_per_position": cfg.negatives}}
+
+
+def _retrain_vectors(srm, split, cfg: RetrainConfig) -> tuple[torch.Tensor, dict]:
+    """User vectors (m, d) of every test row under on-device retraining, and its device cost.
+
+    Rows of one user are contiguous and in time order; each user's device starts from the cloud SRM and fine-tunes
+    after every ``cfg.every`` real-time items it has seen."""
+    test = split.test
+    cut_of = dict(zip(split.cloud_users.tolist(), split.cut.tolist()))
+    out = torch.empty(len(test.targets), srm.config.hidden_size)  # (m, d)
+    seconds: list[float] = []
+    state_bytes = 0
+    bounds = np.flatnonzero(np.diff(test.users)) + 1
+    for rows in np.split(np.arange(len(test.targets)), bounds):
+        c = cut_of[int(test.users[rows[0]])]
+        seq = np.append(test.histories[rows[-1]], test.targets[rows[-1]])  # the user's whole sequence
+        device = DeviceRetrainer(srm, cfg)
+        state_bytes = device.state_bytes
+        for start in range(0, len(rows), cfg.every):
+            device.update(seq, c, c + start)  # fine-tune on the real-time items before this block
+            block = rows[start : start + cfg.every]
+            out[block] = user_vectors(device.model, [test.histories[r] for r in block])
+        seconds += device.update_seconds
+    ms = np.asarray(seconds) * 1000.0
+    return out, {"device_update_ms_p50": float(np.median(ms)) if len(ms) else 0.0,
+                 "device_update_ms_p90": float(np.quantile(ms, 0.9)) if len(ms) else 0.0,
+                 "device_updates": int(len(ms)), "device_state_mb": state_bytes / 2**20,
+                 "retrain": dataclasses.asdict(cfg)}
+
+
+def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int, rows: int = 200) -> float:
+    """Median device time (ms) to score one position: the SRM's forward pass on the history, plus applying the
+    received head parameters when the method has them (their generation runs in the cloud)."""
+    from srm_device.head import HeadParams
+
+    head = None
+    if not static_only and gen is not None:
+        a, b, bias = gen.split(gen(torch.zeros(1, recent_k, dtype=torch.long)))
+        head = HeadParams(a[0], b[0], bias[0])
+    times = []
+    for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
+        start = time.perf_counter()
+        user_vectors(srm, [test.histories[r]], head)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)

@@ -30,6 +30,10 @@ class RealTimeRunConfig:
     paramgen_epochs: int = field(default=30, metadata={"help": "parameter generator: maximum epochs"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     negatives: int = field(default=20, metadata={"help": "sampled negatives per position for AUC/UAUC"})
+    retrain: bool = field(default=True, metadata={"help": "measure on-device retraining (backprop on the device)"})
+    retrain_steps: int = field(default=3, metadata={"help": "retrain: Adam steps per on-device update"})
+    retrain_every: int = field(default=5, metadata={"help": "retrain: fine-tune after every this many new items"})
+    retrain_lr: float = field(default=1e-3, metadata={"help": "retrain: learning rate"})
     seed: int = field(default=2020, metadata={"help": "random seed of the training runs"})
 
     def to_dict(self) -> dict:
@@ -38,7 +42,7 @@ class RealTimeRunConfig:
     def validate(self) -> None:
         if self.model not in ("sasrec", "gru4rec"):
             raise ValueError(f"--model must be sasrec or gru4rec, got {self.model!r}")
-        for name in ("epochs", "patience", "paramgen_epochs", "negatives"):
+        for name in ("epochs", "patience", "paramgen_epochs", "negatives", "retrain_steps", "retrain_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
@@ -60,6 +64,7 @@ def run_realtime(ds_options: DatasetOptions, split: SplitOptions, cfg: RealTimeR
     from llm_cloud.paramgen.config import ParamGenConfig
     from pipelines.train_paramgen import train_paramgen
     from pipelines.train_srm import train_srm
+    from srm_device.adaptation.retrain import RetrainConfig
     from srm_device.models import default_config
     from srm_device.training.config import TrainConfig
     from tandem.data.options import load_dataset
@@ -88,8 +93,9 @@ def run_realtime(ds_options: DatasetOptions, split: SplitOptions, cfg: RealTimeR
     seconds["paramgen"] = time.perf_counter() - t0
     srm, _, gen, book, recent_k = load_device_models(work / "srm", work / "paramgen")
     t0 = time.perf_counter()
+    retrain = RetrainConfig(cfg.retrain_steps, cfg.retrain_lr, cfg.retrain_every) if cfg.retrain else None
     report = evaluate_realtime(srm, gen, book, data_split, recent_k,
-                               RealTimeEvalConfig(negatives=cfg.negatives, seed=0))
+                               RealTimeEvalConfig(negatives=cfg.negatives, seed=0, retrain=retrain))
     seconds["evaluate"] = time.perf_counter() - t0
     report["protocol"] = {**split.to_dict(), "name": split.name, **data_split.info}
     report["dataset"] = {"name": ds.name, "options": ds_options.to_dict(), "users": ds.n_users,

@@ -22,7 +22,9 @@ def test_eval_realtime_reports_every_method_and_resumes(tmp_path, atomic_dataset
     split = make_split(load_dataset(DatasetOptions(dataset=str(atomic_dataset))),
                        SplitOptions(protocol="realtime", cut="user-fraction"))
     assert report["rows"]["positions"] == len(split.test.targets) == report["protocol"]["realtime_positions"]
-    assert set(report["methods"]) == {"static", "duet_head", "duet_head_at_cut", "persona"}
+    assert set(report["methods"]) == {"static", "duet_head", "duet_head_at_cut", "persona", "retrain"}
+    retrain = report["methods"]["retrain"]
+    assert retrain["device_updates"] > 0 and retrain["device_update_ms_p50"] > 0 and retrain["device_state_mb"] > 0
     for name, vs in report["vs_static"].items():
         lo, hi = vs["ci95"]
         assert lo <= vs["delta_ndcg@10"] <= hi
@@ -36,7 +38,9 @@ def test_eval_realtime_reports_every_method_and_resumes(tmp_path, atomic_dataset
     # a rerun resumes both trained stages and reproduces the report
     assert main(args) == 0
     again = json.loads((tmp_path / "r.json").read_text())
-    assert again["methods"] == report["methods"]
+    for name, m in report["methods"].items():  # timings differ between runs; the measured quality does not
+        assert {k: again["methods"][name][k] for k in ("ndcg@10", "hr@10", "auc", "uauc", "by_user")} == {
+            k: m[k] for k in ("ndcg@10", "hr@10", "auc", "uauc", "by_user")}
     assert again["cloud_models"] == report["cloud_models"]
 
 

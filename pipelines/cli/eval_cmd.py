@@ -144,12 +144,18 @@ def _eval_realtime(args: argparse.Namespace) -> int:
     print(f"{report['dataset']['name']}, {report['protocol']['name']}: {rows['positions']:,} real-time positions of "
           f"{rows['users']:,} users")
     print(f"{'':<18}{'ndcg@10':>9}{'hr@10':>8}{'user ndcg':>10}{'auc':>8}{'uauc':>8}{'bytes down':>11}"
-          f"{'  vs static (ci95)'}")
+          f"{'device ms':>10}{'  vs static (ci95)'}")
     for name, m in report["methods"].items():
         vs = report["vs_static"].get(name)
         ci = f"  {vs['delta_ndcg@10']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else ""
+        ms = m.get("device_ms_p50", m.get("device_update_ms_p50", float("nan")))
         print(f"{name:<18}{m['ndcg@10']:>9.4f}{m['hr@10']:>8.4f}{m['by_user']['ndcg@10']:>10.4f}{m['auc']:>8.4f}"
-              f"{m['uauc']:>8.4f}{m['bytes_per_update']['down']:>11,}{ci}")
+              f"{m['uauc']:>8.4f}{m['bytes_per_update']['down']:>11,}{ms:>10.2f}{ci}")
+    if "retrain" in report["methods"]:
+        r = report["methods"]["retrain"]
+        print(f"retrain: device ms is per on-device update ({r['device_updates']:,} updates, p90 "
+              f"{r['device_update_ms_p90']:.1f} ms, {r['device_state_mb']:.2f} MB of weights, gradients and Adam "
+              f"state); the others' is per scored position")
     write_json(args.json, report)
     if args.plot:
         plot_realtime(report, args.plot, title=f"{report['dataset']['name']}, {report['protocol']['name']}")
