@@ -4,8 +4,11 @@ from everything before it, and the device holds only what it was sent.
 Methods measured here (what the device holds at position t of a user whose cloud part ends at c):
 
 - ``static``: the cloud-trained SRM as deployed, run on the device's fresh history ``s[:t]``;
-- ``duet_head``: the generated low-rank head edit (DUET, arXiv 2302.04397) with parameters requested at every
-  position (generated from the newest ``k`` items before t);
+- ``duet``: generated low-rank edits of the last transformer block's attention output and second feed-forward
+  layer plus the head (DUET, arXiv 2302.04397; :mod:`srm_device.adaptation.layer_edit`), requested at every position
+  (generated from the newest ``k`` items before t);
+- ``duet_head``: the one-layer configuration, a generated low-rank edit of the head only, requested at every
+  position;
 - ``duet_head_at_cut``: the same generator, with parameters generated once at the cut (from ``s[:c]``) and never
   refreshed: what a device that stops asking gets;
 - ``persona``: the ``duet_head`` parameters sent as a Persona prototype id plus edit coefficients (arXiv
@@ -93,7 +96,7 @@ def _per_user(users: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
-                      cfg: RealTimeEvalConfig | None = None) -> dict:
+                      cfg: RealTimeEvalConfig | None = None, layer_gen=None) -> dict:
     """The report of every method on ``split.test`` (one row per real-time position)."""
     from llm_cloud.paramgen.prototypes import encode
 
@@ -127,11 +130,20 @@ def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
             bytes_per_update["persona"] = {"down": book.update_bytes(), "up": up,
                                            "codebook_once": book.download_bytes()}
     costs: dict[str, dict] = {}
+    if layer_gen is not None:
+        from llm_cloud.paramgen.layers import edited_states
+
+        k = layer_gen.cfg.recent_k
+        recent_l = torch.tensor([recent_window(h, k) for h in test.histories], dtype=torch.long)  # (m, k)
+        users_vec["duet"] = edited_states(srm, layer_gen, test.histories, recent_l)  # (m, d)
+        bytes_per_update["duet"] = {"down": FLOAT32 * layer_gen.spec.n_params, "up": ID_BYTES * k,
+                                    "full_layers": FLOAT32 * layer_gen.spec.full_layer_params()}
+        costs["duet"] = {"device_ms_p50": _layer_scoring_ms(srm, layer_gen, test)}
     if cfg.retrain is not None:
         users_vec["retrain"], costs["retrain"] = _retrain_vectors(srm, split, cfg.retrain)
         bytes_per_update["retrain"] = {"down": 0, "up": 0}
     for name, vec in list(users_vec.items()):
-        if name != "retrain":
+        if name not in ("retrain", "duet"):
             costs.setdefault(name, {})["device_ms_p50"] = _scoring_ms(srm, test, vec is static, gen, recent_k)
     methods, per_user = {}, {}
     for name, vec in users_vec.items():
@@ -191,5 +203,20 @@ def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int, rows: int = 20
     for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
         start = time.perf_counter()
         user_vectors(srm, [test.histories[r]], head)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _layer_scoring_ms(srm, layer_gen, test, rows: int = 200) -> float:
+    """Median device time (ms) to score one position with received multi-layer edits."""
+    from srm_device.adaptation.layer_edit import edited_user_states
+    from srm_device.scoring import pad_histories
+
+    edits = layer_gen.spec.split(torch.zeros(1, layer_gen.spec.n_params))
+    times = []
+    for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
+        start = time.perf_counter()
+        seq, lengths = pad_histories([test.histories[r]], srm.config.max_len)
+        edited_user_states(srm, seq, lengths, edits)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)

@@ -2,7 +2,8 @@
 device method on the real-time positions (:mod:`eval.realtime`).
 
 Each stage writes into the work folder and resumes from it: ``srm/`` (the SRM, ``tandem train srm``), ``paramgen/``
-(the hypernetwork and Persona codebook, ``tandem train paramgen``), then the report. A rerun with the same options
+(the head hypernetwork and Persona codebook, ``tandem train paramgen``), ``duet/`` (the multi-layer generator, SASRec
+only), then the report. A rerun with the same options
 only evaluates again.
 """
 
@@ -91,11 +92,22 @@ def run_realtime(ds_options: DatasetOptions, split: SplitOptions, cfg: RealTimeR
     pg_report = train_paramgen(work / "srm", work / "paramgen",
                                ParamGenConfig(epochs=cfg.paramgen_epochs, threads=cfg.threads, seed=cfg.seed))
     seconds["paramgen"] = time.perf_counter() - t0
+    layer_gen = None
+    if cfg.model == "sasrec":
+        from llm_cloud.paramgen.layers import load_layer_generator
+        from pipelines.train_paramgen import train_layer_generator
+
+        t0 = time.perf_counter()
+        duet_report = train_layer_generator(work / "srm", work / "duet", ParamGenConfig(
+            epochs=cfg.paramgen_epochs, threads=cfg.threads, seed=cfg.seed))
+        seconds["duet"] = time.perf_counter() - t0
     srm, _, gen, book, recent_k = load_device_models(work / "srm", work / "paramgen")
+    if cfg.model == "sasrec":
+        layer_gen = load_layer_generator(work / "duet", ds.n_items)
     t0 = time.perf_counter()
     retrain = RetrainConfig(cfg.retrain_steps, cfg.retrain_lr, cfg.retrain_every) if cfg.retrain else None
     report = evaluate_realtime(srm, gen, book, data_split, recent_k,
-                               RealTimeEvalConfig(negatives=cfg.negatives, seed=0, retrain=retrain))
+                               RealTimeEvalConfig(negatives=cfg.negatives, seed=0, retrain=retrain), layer_gen)
     seconds["evaluate"] = time.perf_counter() - t0
     report["protocol"] = {**split.to_dict(), "name": split.name, **data_split.info}
     report["dataset"] = {"name": ds.name, "options": ds_options.to_dict(), "users": ds.n_users,
@@ -105,6 +117,8 @@ def run_realtime(ds_options: DatasetOptions, split: SplitOptions, cfg: RealTimeR
                 "valid": srm_result.best_valid},
         "paramgen": {"best_epoch": pg_report["best_epoch"], "epochs_run": pg_report["epochs_run"]},
     }
+    if layer_gen is not None:
+        report["cloud_models"]["duet"] = duet_report
     report["config"] = cfg.to_dict()
     report["seconds"] = seconds
     report["work"] = str(work)

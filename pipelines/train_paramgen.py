@@ -58,3 +58,35 @@ def train_paramgen(srm_dir: str | Path, out: str | Path, cfg: ParamGenConfig, ov
     return report
 
 
+
+
+def train_layer_generator(srm_dir: str | Path, out: str | Path, cfg: ParamGenConfig, overwrite: bool = False,
+                          progress: bool | None = None) -> dict:
+    """Train the multi-layer generator (DUET: the last block's attention output and second feed-forward layer, plus
+    the head) for a frozen SASRec, on the SRM's own protocol (cloud parts only under the real-time protocol)."""
+    from llm_cloud.paramgen.layers import LayerEditGenerator, edited_states, fit_layer_generator, prefix_examples
+    from srm_device.adaptation.layer_edit import LayerEditSpec
+    from srm_device.scoring import recent_window
+
+    cfg.validate()
+    srm, srm_meta, ds = load_srm_and_data(srm_dir)
+    split_opts = split_from_dict(srm_meta.get("split"))
+    split = make_split(ds, split_opts)
+    spec = LayerEditSpec(srm.config.hidden_size, srm.config.inner_size, cfg.rank)
+    torch.manual_seed(cfg.seed)
+    item_emb = srm.item_embeddings().detach()  # (n+1, d)
+    gen = LayerEditGenerator(ds.n_items, spec, cfg, item_init=item_emb)
+    train = prefix_examples(split.train, cfg.recent_k)
+    valid_recent = torch.tensor([recent_window(h, cfg.recent_k) for h in split.valid.histories], dtype=torch.long)
+    valid_target = torch.from_numpy(split.valid.targets)
+
+    def validate(g) -> dict[str, float]:
+        with torch.no_grad():
+            user = edited_states(srm, g, split.valid.histories, valid_recent)  # (u, d)
+        return full_rank_metrics(user, item_emb, valid_target)
+
+    meta = {"srm": str(Path(srm_dir).resolve()), "srm_fingerprint": srm_meta.get("data_fingerprint"),
+            "n_items": ds.n_items, "hidden_size": spec.hidden_size, "rank": spec.rank, "split": split_opts.to_dict()}
+    state = fit_layer_generator(srm, gen, train, validate, cfg, out, meta, overwrite=overwrite, progress=progress)
+    return {"best_epoch": state["best_epoch"], "epochs_run": state["next_epoch"], "best_valid": state["best_valid"],
+            "n_params": spec.n_params, "full_layer_params": spec.full_layer_params()}

@@ -56,6 +56,9 @@ def test_hypernetwork_learns_user_specific_shift(tmp_path):
         generated = top1_accuracy(generated_user(gen.eval(), valid.user, valid.recent), item_emb, valid.target)
     assert static < 0.6
     assert generated > 0.95
+    with torch.no_grad():  # the low-rank factors learned too, not only the bias (zero A and B would never move)
+        a, b, _ = gen.split(gen(valid.recent))
+    assert float((a.norm(dim=(1, 2)) * b.norm(dim=(1, 2))).mean()) > 1e-3
 
 
 def test_head_params_reject_wrong_shape_and_nan():

@@ -3,7 +3,8 @@
     z = MLP(GRU(emb(recent k items)))          (n, z)
     θ = z · W + c                              (n, 2·d·r + d)  -> A (d, r), B (d, r), b (d,)
 
-W starts at zero, so before training every user gets the static SRM. Item embeddings start from the SRM's. One forward
+The A-part of W starts at zero and the B-part small and random, so before training every user gets the static SRM
+and gradients still reach A and B. Item embeddings start from the SRM's. One forward
 pass per update; the device never back-propagates.
 """
 
@@ -14,6 +15,8 @@ from torch import nn
 
 from llm_cloud.paramgen.config import ParamGenConfig
 from srm_device.head import HeadSpec
+
+B_INIT_STD = 0.02
 
 
 class ParamGenerator(nn.Module):
@@ -34,6 +37,10 @@ class ParamGenerator(nn.Module):
         self.out = nn.Linear(cfg.z_size, spec.n_params)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        r = spec.rank
+        # B small and random, A zero (as LoRA): the edit starts at zero and both factors get gradients; with both
+        # at zero neither would ever move, and only the bias would be learned
+        nn.init.normal_(self.out.weight[d * r : 2 * d * r], std=B_INIT_STD)
 
     def forward(self, recent: torch.Tensor) -> torch.Tensor:
         """recent (n, k) item ids, left-padded with 0 (newest last) -> flat parameters (n, n_params)."""

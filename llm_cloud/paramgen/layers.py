@@ -1,0 +1,153 @@
+"""The cloud's multi-layer parameter generator (DUET, arXiv 2302.04397) and its training, with the SRM frozen.
+
+    z = MLP(GRU(emb(recent k items)))                      (n, z)   shared user code
+    θ_l = z · W_l + c_l     for each edited layer l         one generator per layer, as in DUET
+
+θ_l holds the low-rank pair (A_l, B_l) of layer l (:mod:`srm_device.adaptation.layer_edit`). The A-part of every
+generator starts at zero and the B-part small and random (as LoRA initialises A·B), so before training every user
+gets the static SRM and gradients still reach both factors (with both at zero, neither would ever move).
+
+Training uses the cloud's training prefixes only: for every prefix of a training sequence, the edited SRM must
+predict the next item, with cross-entropy over all items. The SRM's first blocks are frozen, so their output is
+computed without gradients; gradients flow through the frozen last block into the generated edits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_cloud.paramgen.config import ParamGenConfig
+from llm_cloud.paramgen.model import B_INIT_STD
+from srm_device.adaptation.layer_edit import LayerEditSpec, edited_user_states, last_block_input
+from srm_device.models import SequentialRecommender
+from srm_device.scoring import pad_histories, recent_window
+from srm_device.training.checkpoint import save_weights
+from tandem.io import atomic_write_json
+from tandem.train_state import check_resume, fit_epochs
+
+
+class LayerEditGenerator(nn.Module):
+    def __init__(self, n_items: int, spec: LayerEditSpec, cfg: ParamGenConfig,
+                 item_init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        d = spec.hidden_size
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        if item_init is not None:
+            with torch.no_grad():
+                self.item_emb.weight.copy_(item_init)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.gru = nn.GRU(d, cfg.gru_size, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(cfg.gru_size, cfg.z_size), nn.GELU(), nn.Linear(cfg.z_size, cfg.z_size),
+                                 nn.GELU())
+        shapes = spec.shapes()
+        groups: dict[str, list[str]] = {}
+        for name in shapes:
+            groups.setdefault(name.split(".")[0], []).append(name)
+        self.groups = groups
+        self.outs = nn.ModuleDict()
+        for layer, names in groups.items():
+            sizes = [int(np.prod(shapes[n])) for n in names]
+            out = nn.Linear(cfg.z_size, sum(sizes))
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+            at = 0
+            for n, size in zip(names, sizes):
+                if n.endswith(".b"):  # B small and random, A zero: the edit starts at zero, both factors learn
+                    nn.init.normal_(out.weight[at : at + size], std=B_INIT_STD)
+                at += size
+            self.outs[layer] = out
+
+    def forward(self, recent: torch.Tensor) -> torch.Tensor:
+        """recent (n, k) ids, left-padded with 0, newest last -> flat edits (n, n_params) in the spec's order."""
+        x = self.drop(self.item_emb(recent))  # (n, k, d)
+        _, h = self.gru(x)  # (1, n, g)
+        z = self.mlp(h[-1])  # (n, z)
+        return torch.cat([self.outs[layer](z) for layer in self.groups], dim=1)  # (n, n_params)
+
+
+@dataclass
+class PrefixExamples:
+    """Every (prefix -> next item) pair of the cloud's training sequences."""
+
+    histories: list[np.ndarray]  # n × (len,) the prefix
+    recent: torch.Tensor  # (n, k) its newest k items
+    targets: torch.Tensor  # (n,)
+
+
+def prefix_examples(train: list[np.ndarray], k: int) -> PrefixExamples:
+    hist, tgt = [], []
+    for s in train:
+        for p in range(1, len(s)):
+            hist.append(s[:p])
+            tgt.append(int(s[p]))
+    recent = torch.tensor([recent_window(h, k) for h in hist], dtype=torch.long).reshape(len(hist), k)
+    return PrefixExamples(hist, recent, torch.tensor(tgt, dtype=torch.long))
+
+
+def edited_states(srm: SequentialRecommender, gen: LayerEditGenerator, histories: list, recent: torch.Tensor,
+                  batch: int = 1024) -> torch.Tensor:
+    """(n, d) user states under the edits generated from ``recent`` (n, k), in batches."""
+    out = []
+    for start in range(0, len(histories), batch):
+        seq, lengths = pad_histories(histories[start : start + batch], srm.config.max_len)  # (b, t), (b,)
+        edits = gen.spec.split(gen(recent[start : start + batch]))
+        out.append(edited_user_states(srm, seq, lengths, edits))
+    return torch.cat(out) if out else torch.zeros(0, srm.config.hidden_size)
+
+
+def fit_layer_generator(srm: SequentialRecommender, gen: LayerEditGenerator, train: PrefixExamples,
+                        validate: Callable[[LayerEditGenerator], dict[str, float]], cfg: ParamGenConfig,
+                        out: str | Path, meta: dict, overwrite: bool = False, progress: bool | None = None) -> dict:
+    """Train ``gen`` with ``srm`` frozen; best weights in ``out/model.safetensors``; resumable from ``out/state``."""
+    cfg.validate()
+    out = Path(out)
+    meta = {**meta, "paramgen_config": cfg.to_dict(), "edit": "layers", "layers": list(gen.spec.layers),
+            "inner_size": gen.spec.inner_size}
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if (out / "config.json").exists():
+        check_resume(out, json.loads((out / "config.json").read_text()), meta, "paramgen_config",
+                     ParamGenConfig.RESUMABLE_CHANGES)
+    atomic_write_json(out / "config.json", meta)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    srm.eval().requires_grad_(False)
+    item_emb = srm.item_embeddings().detach()[1:]  # (n_items, d); column j is item j+1
+    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        hist = [train.histories[i] for i in idx.tolist()]
+        seq, lengths = pad_histories(hist, srm.config.max_len)  # (b, t), (b,)
+        with torch.no_grad():
+            block_in = last_block_input(srm, seq)  # (b, t, d), frozen
+        edits = gen.spec.split(gen(train.recent[idx]))
+        user = edited_user_states(srm, seq, lengths, edits, block_input=block_in)  # (b, d)
+        return F.cross_entropy(user @ item_emb.T, train.targets[idx] - 1)
+
+    return fit_epochs(gen, opt, loss_fn, len(train.targets), lambda: validate(gen),
+                      lambda: save_weights(gen, out / "model.safetensors"), out / "state", epochs=cfg.epochs,
+                      patience=cfg.patience, batch_size=cfg.batch_size, seed=cfg.seed, desc="train duet layers",
+                      metric="ndcg@10", progress=progress)
+
+
+def load_layer_generator(folder: str | Path, n_items: int) -> LayerEditGenerator:
+    from srm_device.training import checkpoint as ckpt
+
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    cfg = ParamGenConfig(**meta["paramgen_config"])
+    spec = LayerEditSpec(meta["hidden_size"], meta["inner_size"], meta["rank"], tuple(meta["layers"]))
+    gen = LayerEditGenerator(n_items, spec, cfg)
+    ckpt.load_weights(gen, folder / "model.safetensors")
+    return gen.eval()
