@@ -12,7 +12,7 @@ Methods measured here (what the device holds at position t of a user whose cloud
 - ``duet_head_at_cut``: the same generator, with parameters generated once at the cut (from ``s[:c]``) and never
   refreshed: what a device that stops asking gets;
 - ``persona``: the ``duet_head`` parameters sent as a Persona prototype id plus edit coefficients (arXiv
-  2509.06552), decoded on the device;
+  2509.06552), decoded on the device; ``duet_persona``: the same encoding of the ``duet`` edits;
 - ``retrain``: the device fine-tunes its own copy of the SRM on its real-time items every few items, with backprop
   (:mod:`srm_device.adaptation.retrain`), the cost the parameter-generating methods avoid.
 
@@ -97,7 +97,8 @@ def _per_user(users: np.ndarray, values: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
                       cfg: RealTimeEvalConfig | None = None, layer_gen=None) -> dict:
-    """The report of every method on ``split.test`` (one row per real-time position)."""
+    """The report of every method on ``split.test`` (one row per real-time position); ``layer_gen`` is the
+    multi-layer generator and its Persona codebook, or None."""
     from llm_cloud.paramgen.prototypes import encode
 
     cfg = cfg or RealTimeEvalConfig()
@@ -133,17 +134,28 @@ def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
     if layer_gen is not None:
         from llm_cloud.paramgen.layers import edited_states
 
+        layer_gen, layer_book = layer_gen
         k = layer_gen.cfg.recent_k
         recent_l = torch.tensor([recent_window(h, k) for h in test.histories], dtype=torch.long)  # (m, k)
         users_vec["duet"] = edited_states(srm, layer_gen, test.histories, recent_l)  # (m, d)
+        full = FLOAT32 * layer_gen.spec.full_layer_params()
         bytes_per_update["duet"] = {"down": FLOAT32 * layer_gen.spec.n_params, "up": ID_BYTES * k,
-                                    "full_layers": FLOAT32 * layer_gen.spec.full_layer_params()}
+                                    "full_layers": full}
         costs["duet"] = {"device_ms_p50": _layer_scoring_ms(srm, layer_gen, test)}
+
+        def via_codebook(flat: torch.Tensor) -> torch.Tensor:
+            ids, coefs = encode(layer_book, flat.numpy())
+            return torch.from_numpy(layer_book.decode(ids, coefs))
+
+        users_vec["duet_persona"] = edited_states(srm, layer_gen, test.histories, recent_l, transform=via_codebook)
+        bytes_per_update["duet_persona"] = {"down": layer_book.update_bytes(), "up": ID_BYTES * k,
+                                            "full_layers": full, "codebook_once": layer_book.download_bytes()}
+        costs["duet_persona"] = costs["duet"]
     if cfg.retrain is not None:
         users_vec["retrain"], costs["retrain"] = _retrain_vectors(srm, split, cfg.retrain)
         bytes_per_update["retrain"] = {"down": 0, "up": 0}
     for name, vec in list(users_vec.items()):
-        if name not in ("retrain", "duet"):
+        if name not in ("retrain", "duet", "duet_persona"):
             costs.setdefault(name, {})["device_ms_p50"] = _scoring_ms(srm, test, vec is static, gen, recent_k)
     methods, per_user = {}, {}
     for name, vec in users_vec.items():

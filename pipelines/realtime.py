@@ -103,7 +103,7 @@ def run_realtime(ds_options: DatasetOptions, split: SplitOptions, cfg: RealTimeR
         seconds["duet"] = time.perf_counter() - t0
     srm, _, gen, book, recent_k = load_device_models(work / "srm", work / "paramgen")
     if cfg.model == "sasrec":
-        layer_gen = load_layer_generator(work / "duet", ds.n_items)
+        layer_gen = load_layer_generator(work / "duet", ds.n_items)  # (generator, Persona codebook)
     t0 = time.perf_counter()
     retrain = RetrainConfig(cfg.retrain_steps, cfg.retrain_lr, cfg.retrain_every) if cfg.retrain else None
     report = evaluate_realtime(srm, gen, book, data_split, recent_k,

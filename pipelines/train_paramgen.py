@@ -64,7 +64,8 @@ def train_layer_generator(srm_dir: str | Path, out: str | Path, cfg: ParamGenCon
                           progress: bool | None = None) -> dict:
     """Train the multi-layer generator (DUET: the last block's attention output and second feed-forward layer, plus
     the head) for a frozen SASRec, on the SRM's own protocol (cloud parts only under the real-time protocol)."""
-    from llm_cloud.paramgen.layers import LayerEditGenerator, edited_states, fit_layer_generator, prefix_examples
+    from llm_cloud.paramgen.layers import (LayerEditGenerator, edited_states, fit_layer_codebook,
+                                           fit_layer_generator, prefix_examples)
     from srm_device.adaptation.layer_edit import LayerEditSpec
     from srm_device.scoring import recent_window
 
@@ -88,5 +89,7 @@ def train_layer_generator(srm_dir: str | Path, out: str | Path, cfg: ParamGenCon
     meta = {"srm": str(Path(srm_dir).resolve()), "srm_fingerprint": srm_meta.get("data_fingerprint"),
             "n_items": ds.n_items, "hidden_size": spec.hidden_size, "rank": spec.rank, "split": split_opts.to_dict()}
     state = fit_layer_generator(srm, gen, train, validate, cfg, out, meta, overwrite=overwrite, progress=progress)
+    ckpt.load_weights(gen, Path(out) / "model.safetensors")
+    fit_layer_codebook(gen, train, cfg, out)
     return {"best_epoch": state["best_epoch"], "epochs_run": state["next_epoch"], "best_valid": state["best_valid"],
             "n_params": spec.n_params, "full_layer_params": spec.full_layer_params()}

@@ -22,7 +22,7 @@ def test_eval_realtime_reports_every_method_and_resumes(tmp_path, atomic_dataset
     split = make_split(load_dataset(DatasetOptions(dataset=str(atomic_dataset))),
                        SplitOptions(protocol="realtime", cut="user-fraction"))
     assert report["rows"]["positions"] == len(split.test.targets) == report["protocol"]["realtime_positions"]
-    assert set(report["methods"]) == {"static", "duet", "duet_head", "duet_head_at_cut", "persona", "retrain"}
+    assert set(report["methods"]) == {"static", "duet", "duet_persona", "duet_head", "duet_head_at_cut", "persona", "retrain"}
     retrain = report["methods"]["retrain"]
     assert retrain["device_updates"] > 0 and retrain["device_update_ms_p50"] > 0 and retrain["device_state_mb"] > 0
     for name, vs in report["vs_static"].items():

@@ -29,6 +29,7 @@ from llm_cloud.paramgen.config import ParamGenConfig
 from llm_cloud.paramgen.model import B_INIT_STD
 from srm_device.adaptation.layer_edit import LayerEditSpec, edited_user_states, last_block_input
 from srm_device.models import SequentialRecommender
+from srm_device.persona import Codebook
 from srm_device.scoring import pad_histories, recent_window
 from srm_device.training.checkpoint import save_weights
 from tandem.io import atomic_write_json
@@ -96,12 +97,14 @@ def prefix_examples(train: list[np.ndarray], k: int) -> PrefixExamples:
 
 
 def edited_states(srm: SequentialRecommender, gen: LayerEditGenerator, histories: list, recent: torch.Tensor,
-                  batch: int = 1024) -> torch.Tensor:
-    """(n, d) user states under the edits generated from ``recent`` (n, k), in batches."""
+                  batch: int = 1024, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(n, d) user states under the edits generated from ``recent`` (n, k), in batches; ``transform`` maps the
+    generated flat edits (b, p) to what the device receives (e.g. their Persona encoding, decoded)."""
     out = []
     for start in range(0, len(histories), batch):
         seq, lengths = pad_histories(histories[start : start + batch], srm.config.max_len)  # (b, t), (b,)
-        edits = gen.spec.split(gen(recent[start : start + batch]))
+        flat = gen(recent[start : start + batch])  # (b, p)
+        edits = gen.spec.split(transform(flat) if transform else flat)
         out.append(edited_user_states(srm, seq, lengths, edits))
     return torch.cat(out) if out else torch.zeros(0, srm.config.hidden_size)
 
@@ -141,7 +144,27 @@ def fit_layer_generator(srm: SequentialRecommender, gen: LayerEditGenerator, tra
                       metric="ndcg@10", progress=progress)
 
 
-def load_layer_generator(folder: str | Path, n_items: int) -> LayerEditGenerator:
+def fit_layer_codebook(gen: LayerEditGenerator, train: PrefixExamples, cfg: ParamGenConfig, out: str | Path,
+                       sample: int = 20000) -> Codebook:
+    """Persona prototypes and edit basis (arXiv 2509.06552) over the multi-layer edits generated for a sample of
+    the cloud's training prefixes, saved as ``out/codebook.safetensors``."""
+    from safetensors.numpy import save_file as save_np
+
+    from llm_cloud.paramgen.prototypes import fit_codebook
+    from tandem.io import atomic_output
+
+    pick = torch.from_numpy(np.random.default_rng(cfg.seed).permutation(len(train.targets))[:sample])
+    with torch.no_grad():
+        params = gen.eval()(train.recent[pick]).numpy()  # (s, p)
+    book = fit_codebook(params, cfg.n_prototypes, cfg.edit_dim, cfg.seed)
+    with atomic_output(Path(out) / "codebook.safetensors") as tmp:
+        save_np({"prototypes": book.prototypes, "basis": book.basis}, str(tmp))
+    return book
+
+
+def load_layer_generator(folder: str | Path, n_items: int) -> tuple[LayerEditGenerator, Codebook]:
+    from safetensors.numpy import load_file as load_np
+
     from srm_device.training import checkpoint as ckpt
 
     folder = Path(folder)
@@ -150,4 +173,5 @@ def load_layer_generator(folder: str | Path, n_items: int) -> LayerEditGenerator
     spec = LayerEditSpec(meta["hidden_size"], meta["inner_size"], meta["rank"], tuple(meta["layers"]))
     gen = LayerEditGenerator(n_items, spec, cfg)
     ckpt.load_weights(gen, folder / "model.safetensors")
-    return gen.eval()
+    arrays = load_np(str(folder / "codebook.safetensors"))
+    return gen.eval(), Codebook(arrays["prototypes"], arrays["basis"])

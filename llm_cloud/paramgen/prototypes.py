@@ -23,7 +23,8 @@ def fit_codebook(params: np.ndarray, n_prototypes: int, edit_dim: int, seed: int
 def encode(book: Codebook, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest prototype and float16 edit coefficients: (n, p) -> ids (n,), coefs (n, m)."""
     params = np.asarray(params, dtype=np.float32)
-    dist = ((params[:, None, :] - book.prototypes[None]) ** 2).sum(-1)  # (n, P)
+    protos = book.prototypes
+    dist = (params**2).sum(1)[:, None] - 2.0 * params @ protos.T + (protos**2).sum(1)[None]  # (n, P), no (n, P, p)
     ids = dist.argmin(1)
     coefs = (params - book.prototypes[ids]) @ book.basis  # (n, m)
     return ids.astype(np.uint16), coefs.astype(np.float16)
