@@ -55,4 +55,5 @@ def evaluate_llm_checkpoint(checkpoint: str | Path, split_name: str = "test", n:
         engine.close()
     ranks = ranks_from_lists([c.items for c in cands], case.targets)
     return EvalReport(dataset=ds.name, model=f"llm-{engine.artifact.profile}", split=split_name,
-                      metrics=metrics_from_ranks(ranks), n_users=len(case.targets), mask_history=False)
+                      metrics=metrics_from_ranks(ranks), n_users=len(case.targets), mask_history=False,
+                      n_rows=len(case.targets), metrics_by_user=metrics_from_ranks(ranks))

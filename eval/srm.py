@@ -35,9 +35,9 @@ class EvalReport:
     metrics: dict[str, float]
     n_users: int
     mask_history: bool
+    n_rows: int  # rows evaluated: one per user on leave-one-out, one per real-time position on the real-time protocol
+    metrics_by_user: dict[str, float]  # each user's mean over their rows, then the mean over users
     protocol: str = "loo"
-    n_rows: int = 0
-    metrics_by_user: dict[str, float] | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

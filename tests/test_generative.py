@@ -196,7 +196,9 @@ def test_sft_script_and_eval_llm(tmp_path: Path) -> None:
     proc = run("pipelines", "eval", "llm", "--checkpoint", str(out), "--json", str(report), "--n", "20", home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     body = json.loads(report.read_text())
-    assert set(body) == {"dataset", "model", "split", "metrics", "n_users", "mask_history"}
+    assert set(body) == {"dataset", "model", "split", "metrics", "n_users", "mask_history", "protocol", "n_rows",
+                         "metrics_by_user"}
+    assert body["protocol"] == "loo" and body["n_rows"] == body["n_users"]
     assert body["n_users"] == 30 and body["metrics"]["hr@20"] == 1.0  # 20 items, 20 beams: every item is listed
     assert {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} == set(body["metrics"])
 
