@@ -41,11 +41,15 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
     return {name: float(v.mean()) for name, v in per_row_metrics(ranks, ks).items()}
 
 
+def per_user_means(users: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each user's mean of ``values`` over their rows: (r,), (r,) -> (u,), users in sorted order."""
+    _, inverse, counts = np.unique(np.asarray(users), return_inverse=True, return_counts=True)
+    return np.bincount(inverse, weights=values) / counts
+
+
 def user_mean_metrics(users: np.ndarray, ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
     """Each user's mean over their rows, then the mean over users (the row mean when every user has one row)."""
-    _, inverse, counts = np.unique(np.asarray(users), return_inverse=True, return_counts=True)
-    return {name: float((np.bincount(inverse, weights=v) / counts).mean())
-            for name, v in per_row_metrics(ranks, ks).items()}
+    return {name: float(per_user_means(users, v).mean()) for name, v in per_row_metrics(ranks, ks).items()}
 
 
 def format_table(metrics: dict[str, float], ks: tuple[int, ...] = KS) -> str:

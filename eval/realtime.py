@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from eval.bootstrap import paired_bootstrap
-from eval.metrics import metrics_from_ranks, per_row_metrics, target_ranks, user_mean_metrics
+from eval.metrics import metrics_from_ranks, per_row_metrics, per_user_means, target_ranks, user_mean_metrics
 from eval.pointwise import pointwise_report
 from srm_device.adaptation.retrain import DeviceRetrainer, RetrainConfig
 from srm_device.head import apply_head
@@ -83,15 +83,10 @@ def _method_report(user: torch.Tensor, item_emb: torch.Tensor, targets: torch.Te
     point = pointwise_report(np.repeat(users, k + 1).tolist(),
                              np.tile(np.r_[1, np.zeros(k, dtype=int)], len(users)).tolist(),
                              torch.cat(sampled).reshape(-1).numpy())
-    by_user_ndcg = _per_user(users, per_row_metrics(ranks)["ndcg@10"])
+    by_user_ndcg = per_user_means(users, per_row_metrics(ranks)["ndcg@10"])
     report = {**metrics_from_ranks(ranks), "by_user": user_mean_metrics(users, ranks), "auc": point["auc"],
               "uauc": point["uauc"]}
     return report, by_user_ndcg
-
-
-def _per_user(users: np.ndarray, values: np.ndarray) -> np.ndarray:
-    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
-    return np.bincount(inverse, weights=values) / counts  # (u,) in sorted user order
 
 
 @torch.no_grad()
@@ -202,7 +197,17 @@ def _retrain_vectors(srm, split, cfg: RetrainConfig) -> tuple[torch.Tensor, dict
                  "retrain": dataclasses.asdict(cfg)}
 
 
-def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int, rows: int = 200) -> float:
+def _median_ms(score_one, test, rows: int = 200) -> float:
+    """Median wall time (ms) of ``score_one(history)`` over a fixed sample of test positions."""
+    times = []
+    for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
+        start = time.perf_counter()
+        score_one(test.histories[r])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int) -> float:
     """Median device time (ms) to score one position: the SRM's forward pass on the history, plus applying the
     received head parameters when the method has them (their generation runs in the cloud)."""
     from srm_device.head import HeadParams
@@ -211,24 +216,13 @@ def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int, rows: int = 20
     if not static_only and gen is not None:
         a, b, bias = gen.split(gen(torch.zeros(1, recent_k, dtype=torch.long)))
         head = HeadParams(a[0], b[0], bias[0])
-    times = []
-    for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
-        start = time.perf_counter()
-        user_vectors(srm, [test.histories[r]], head)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
+    return _median_ms(lambda h: user_vectors(srm, [h], head), test)
 
 
-def _layer_scoring_ms(srm, layer_gen, test, rows: int = 200) -> float:
+def _layer_scoring_ms(srm, layer_gen, test) -> float:
     """Median device time (ms) to score one position with received multi-layer edits."""
     from srm_device.adaptation.layer_edit import edited_user_states
     from srm_device.scoring import pad_histories
 
     edits = layer_gen.spec.split(torch.zeros(1, layer_gen.spec.n_params))
-    times = []
-    for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
-        start = time.perf_counter()
-        seq, lengths = pad_histories([test.histories[r]], srm.config.max_len)
-        edited_user_states(srm, seq, lengths, edits)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
+    return _median_ms(lambda h: edited_user_states(srm, *pad_histories([h], srm.config.max_len), edits), test)

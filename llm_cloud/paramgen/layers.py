@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_cloud.paramgen.config import ParamGenConfig
-from llm_cloud.paramgen.model import B_INIT_STD
+from llm_cloud.paramgen.model import B_INIT_STD, RecentItemCoder
 from srm_device.adaptation.layer_edit import LayerEditSpec, edited_user_states, last_block_input
 from srm_device.models import SequentialRecommender
 from srm_device.persona import Codebook
@@ -36,21 +36,11 @@ from tandem.io import atomic_write_json
 from tandem.train_state import check_resume, fit_epochs
 
 
-class LayerEditGenerator(nn.Module):
+class LayerEditGenerator(RecentItemCoder):
     def __init__(self, n_items: int, spec: LayerEditSpec, cfg: ParamGenConfig,
                  item_init: torch.Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(n_items, spec.hidden_size, cfg, item_init)
         self.spec = spec
-        self.cfg = cfg
-        d = spec.hidden_size
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
-        if item_init is not None:
-            with torch.no_grad():
-                self.item_emb.weight.copy_(item_init)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.gru = nn.GRU(d, cfg.gru_size, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(cfg.gru_size, cfg.z_size), nn.GELU(), nn.Linear(cfg.z_size, cfg.z_size),
-                                 nn.GELU())
         shapes = spec.shapes()
         groups: dict[str, list[str]] = {}
         for name in shapes:
@@ -71,9 +61,7 @@ class LayerEditGenerator(nn.Module):
 
     def forward(self, recent: torch.Tensor) -> torch.Tensor:
         """recent (n, k) ids, left-padded with 0, newest last -> flat edits (n, n_params) in the spec's order."""
-        x = self.drop(self.item_emb(recent))  # (n, k, d)
-        _, h = self.gru(x)  # (1, n, g)
-        z = self.mlp(h[-1])  # (n, z)
+        z = self.code(recent)  # (n, z)
         return torch.cat([self.outs[layer](z) for layer in self.groups], dim=1)  # (n, n_params)
 
 

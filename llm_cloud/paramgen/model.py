@@ -19,13 +19,12 @@ from srm_device.head import HeadSpec
 B_INIT_STD = 0.02
 
 
-class ParamGenerator(nn.Module):
-    def __init__(self, n_items: int, spec: HeadSpec, cfg: ParamGenConfig,
-                 item_init: torch.Tensor | None = None) -> None:
+class RecentItemCoder(nn.Module):
+    """The user code both generators share: z = MLP(GRU(emb(recent k items))), item embeddings from the SRM's."""
+
+    def __init__(self, n_items: int, d: int, cfg: ParamGenConfig, item_init: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.spec = spec
         self.cfg = cfg
-        d = spec.hidden_size
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         if item_init is not None:
             with torch.no_grad():
@@ -34,6 +33,20 @@ class ParamGenerator(nn.Module):
         self.gru = nn.GRU(d, cfg.gru_size, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(cfg.gru_size, cfg.z_size), nn.GELU(), nn.Linear(cfg.z_size, cfg.z_size),
                                  nn.GELU())
+
+    def code(self, recent: torch.Tensor) -> torch.Tensor:
+        """recent (n, k) item ids, left-padded with 0 (newest last) -> z (n, z_size)."""
+        x = self.drop(self.item_emb(recent))  # (n, k, d)
+        _, h = self.gru(x)  # h: (1, n, g)
+        return self.mlp(h[-1])  # (n, z)
+
+
+class ParamGenerator(RecentItemCoder):
+    def __init__(self, n_items: int, spec: HeadSpec, cfg: ParamGenConfig,
+                 item_init: torch.Tensor | None = None) -> None:
+        d = spec.hidden_size
+        super().__init__(n_items, d, cfg, item_init)
+        self.spec = spec
         self.out = nn.Linear(cfg.z_size, spec.n_params)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -44,10 +57,7 @@ class ParamGenerator(nn.Module):
 
     def forward(self, recent: torch.Tensor) -> torch.Tensor:
         """recent (n, k) item ids, left-padded with 0 (newest last) -> flat parameters (n, n_params)."""
-        x = self.drop(self.item_emb(recent))  # (n, k, d)
-        _, h = self.gru(x)  # h: (1, n, g)
-        z = self.mlp(h[-1])  # (n, z)
-        return self.out(z)  # (n, n_params)
+        return self.out(self.code(recent))  # (n, n_params)
 
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(n, n_params) -> A (n, d, r), B (n, d, r), bias (n, d)."""
