@@ -12,6 +12,7 @@ from llm_cloud.paramgen.positions import case_positions
 from llm_cloud.paramgen.prototypes import encode
 from srm_device.head import apply_head
 from srm_device.persona import FLOAT32, Codebook
+from tandem.data.split import EvalCase
 
 
 def full_rank_metrics(user: torch.Tensor, item_emb: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -21,9 +22,11 @@ def full_rank_metrics(user: torch.Tensor, item_emb: torch.Tensor, target: torch.
 
 
 @torch.no_grad()
-def evaluate_paramgen(srm, gen: ParamGenerator, book: Codebook, split, item_emb: torch.Tensor, k: int) -> dict:
-    """Test NDCG/HR for the static SRM, generated parameters, and their prototype+edit reconstruction; bytes."""
-    test = case_positions(srm, split.test, k)
+def evaluate_paramgen(srm, gen: ParamGenerator, book: Codebook, case: EvalCase, item_emb: torch.Tensor,
+                      k: int) -> dict:
+    """NDCG/HR on ``case`` (the split's test rows) for the static SRM, generated parameters, and their
+    prototype+edit reconstruction; bytes."""
+    test = case_positions(srm, case, k)
     flat = gen(test.recent)  # (u, p)
     ids, coefs = encode(book, flat.numpy())
     recon = torch.from_numpy(book.decode(ids, coefs))  # (u, p)

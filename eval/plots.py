@@ -88,8 +88,9 @@ def plot_realtime(report: dict, path: str | Path, title: str = "") -> Path:
     plt = _pyplot()
     names = list(report["methods"])
     values = [report["methods"][n]["ndcg@10"] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    ax.bar(names, values, color=["tab:gray" if n == "static" else "tab:blue" for n in names])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names)), 4.0), dpi=110)
+    colour = {"static": "tab:gray", "static_nested": "silver"}
+    ax.bar(names, values, color=[colour.get(n, "tab:orange" if n.endswith("_nested") else "tab:blue") for n in names])
     base = report["methods"]["static"]["by_user"]["ndcg@10"]
     for i, n in enumerate(names):
         if n in report.get("vs_static", {}):
@@ -99,6 +100,6 @@ def plot_realtime(report: dict, path: str | Path, title: str = "") -> Path:
     ax.set_ylim(0, max(values) * 1.3)
     ax.set_ylabel("NDCG@10 (mean over positions)")
     ax.set_title(title or f"real-time positions; user-mean static {base:.4f}")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=8, labelrotation=35)
     fig.tight_layout()
     return _save(fig, path)

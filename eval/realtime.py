@@ -1,7 +1,8 @@
 """Measurement on the real-time protocol (:mod:`tandem.data.realtime`): every real-time position predicts its item
 from everything before it, and the device holds only what it was sent.
 
-Methods measured here (what the device holds at position t of a user whose cloud part ends at c):
+Methods measured here, each a device method of :mod:`srm_device.adaptation` (what the device holds at position t of
+a user whose cloud part ends at c):
 
 - ``static``: the cloud-trained SRM as deployed, run on the device's fresh history ``s[:t]``;
 - ``duet``: generated low-rank edits of the last transformer block's attention output and second feed-forward
@@ -11,10 +12,12 @@ Methods measured here (what the device holds at position t of a user whose cloud
   position;
 - ``duet_head_at_cut``: the same generator, with parameters generated once at the cut (from ``s[:c]``) and never
   refreshed: what a device that stops asking gets;
-- ``persona``: the ``duet_head`` parameters sent as a Persona prototype id plus edit coefficients (arXiv
-  2509.06552), decoded on the device; ``duet_persona``: the same encoding of the ``duet`` edits;
+- ``persona``: the ``duet`` edits sent as a Persona prototype id plus edit coefficients (arXiv 2509.06552),
+  decoded on the device; ``persona_head``: the same encoding of the ``duet_head`` parameters;
 - ``retrain``: the device fine-tunes its own copy of the SRM on its real-time items every few items, with backprop
-  (:mod:`srm_device.adaptation.retrain`), the cost the parameter-generating methods avoid.
+  (:mod:`srm_device.adaptation.retrain`), the cost the parameter-generating methods avoid;
+- ``*_nested``: the same methods with cloud models trained on a nested split: the SRM on an older cloud part, the
+  generators on the cloud-part positions that SRM has not fitted (the situation they meet on the device).
 
 Per method: full-ranking HR/NDCG@10 as the mean over positions and the mean over users, the pointwise AUC and UAUC
 with sampled negatives (as DUET and IntellectReq report them), bytes per parameter update (down) and per request
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,10 +37,10 @@ import torch
 from eval.bootstrap import paired_bootstrap
 from eval.metrics import metrics_from_ranks, per_row_metrics, per_user_means, target_ranks, user_mean_metrics
 from eval.pointwise import pointwise_report
+from srm_device.adaptation import make_method
 from srm_device.adaptation.retrain import DeviceRetrainer, RetrainConfig
-from srm_device.head import apply_head
 from srm_device.persona import FLOAT32, Codebook
-from srm_device.scoring import recent_window, user_vectors
+from srm_device.scoring import recent_window
 
 ID_BYTES = 4  # an item id sent up, int32
 BATCH = 4096  # rows scored at once
@@ -89,84 +93,106 @@ def _method_report(user: torch.Tensor, item_emb: torch.Tensor, targets: torch.Te
     return report, by_user_ndcg
 
 
-@torch.no_grad()
-def evaluate_realtime(srm, gen, book: Codebook | None, split, recent_k: int,
-                      cfg: RealTimeEvalConfig | None = None, layer_gen=None) -> dict:
-    """The report of every method on ``split.test`` (one row per real-time position); ``layer_gen`` is the
-    multi-layer generator and its Persona codebook, or None."""
-    from llm_cloud.paramgen.prototypes import encode
+@dataclass
+class CloudModels:
+    """What the cloud trained for the device: its SRM, the head generator with its Persona codebook, and the
+    multi-layer generator with its codebook (either generator may be absent)."""
 
+    srm: object
+    gen: object | None = None
+    book: Codebook | None = None
+    recent_k: int = 20
+    layer_gen: tuple | None = None  # (LayerEditGenerator, Codebook)
+
+
+@torch.no_grad()
+def evaluate_realtime(models: CloudModels, split, cfg: RealTimeEvalConfig | None = None,
+                      nested: CloudModels | None = None) -> dict:
+    """The report of every method on ``split.test`` (one row per real-time position).
+
+    ``nested`` are cloud models trained on a nested split (an older cloud part; the generators on the positions that
+    SRM has not fitted); their methods are reported with the suffix ``_nested``, all against the same ``static``."""
     cfg = cfg or RealTimeEvalConfig()
     test = split.test
     if len(test.targets) == 0:
         raise ValueError("the real-time split has no test positions; lower --time-fraction or use --cut user-fraction")
-    srm.eval()
-    item_emb = srm.item_embeddings()  # (n+1, d)
     targets = torch.from_numpy(test.targets)  # (m,)
     rng = np.random.default_rng(cfg.seed)
-    negatives = _sample_negatives(test.histories, test.targets, srm.n_items, cfg.negatives, rng)  # (m, n)
-    static = user_vectors(srm, test.histories)  # (m, d)
-    users_vec: dict[str, torch.Tensor] = {"static": static}
-    bytes_per_update: dict[str, dict] = {"static": {"down": 0, "up": 0}}
-    if gen is not None:
-        cut_of = dict(zip(split.cloud_users.tolist(), split.cut.tolist()))
-        recent = torch.tensor([recent_window(h, recent_k) for h in test.histories], dtype=torch.long)  # (m, k)
-        at_cut = torch.tensor([recent_window(h[: cut_of[int(u)]], recent_k) for h, u in
-                               zip(test.histories, test.users)], dtype=torch.long)  # (m, k)
-        flat = gen(recent)  # (m, p)
-        users_vec["duet_head"] = apply_head(static, *gen.split(flat))
-        users_vec["duet_head_at_cut"] = apply_head(static, *gen.split(gen(at_cut)))
-        up = ID_BYTES * recent_k
-        bytes_per_update["duet_head"] = {"down": FLOAT32 * gen.spec.n_params, "up": up}
-        bytes_per_update["duet_head_at_cut"] = {"down": FLOAT32 * gen.spec.n_params, "up": up, "updates": "once"}
-        if book is not None:
-            ids, coefs = encode(book, flat.numpy())
-            recon = torch.from_numpy(book.decode(ids, coefs))  # (m, p)
-            users_vec["persona"] = apply_head(static, *gen.split(recon))
-            bytes_per_update["persona"] = {"down": book.update_bytes(), "up": up,
-                                           "codebook_once": book.download_bytes()}
-    costs: dict[str, dict] = {}
-    if layer_gen is not None:
-        from llm_cloud.paramgen.layers import edited_states
-
-        layer_gen, layer_book = layer_gen
-        k = layer_gen.cfg.recent_k
-        recent_l = torch.tensor([recent_window(h, k) for h in test.histories], dtype=torch.long)  # (m, k)
-        users_vec["duet"] = edited_states(srm, layer_gen, test.histories, recent_l)  # (m, d)
-        full = FLOAT32 * layer_gen.spec.full_layer_params()
-        bytes_per_update["duet"] = {"down": FLOAT32 * layer_gen.spec.n_params, "up": ID_BYTES * k,
-                                    "full_layers": full}
-        costs["duet"] = {"device_ms_p50": _layer_scoring_ms(srm, layer_gen, test)}
-
-        def via_codebook(flat: torch.Tensor) -> torch.Tensor:
-            ids, coefs = encode(layer_book, flat.numpy())
-            return torch.from_numpy(layer_book.decode(ids, coefs))
-
-        users_vec["duet_persona"] = edited_states(srm, layer_gen, test.histories, recent_l, transform=via_codebook)
-        bytes_per_update["duet_persona"] = {"down": layer_book.update_bytes(), "up": ID_BYTES * k,
-                                            "full_layers": full, "codebook_once": layer_book.download_bytes()}
-        costs["duet_persona"] = costs["duet"]
+    negatives = _sample_negatives(test.histories, test.targets, models.srm.n_items, cfg.negatives, rng)  # (m, n)
+    vectors, bytes_per_update, costs = _method_vectors(models, split)
     if cfg.retrain is not None:
-        users_vec["retrain"], costs["retrain"] = _retrain_vectors(srm, split, cfg.retrain)
+        user, costs["retrain"] = _retrain_vectors(models.srm, split, cfg.retrain)
+        vectors["retrain"] = (user, vectors["static"][1])
         bytes_per_update["retrain"] = {"down": 0, "up": 0}
-    for name, vec in list(users_vec.items()):
-        if name not in ("retrain", "duet", "duet_persona"):
-            costs.setdefault(name, {})["device_ms_p50"] = _scoring_ms(srm, test, vec is static, gen, recent_k)
+    if nested is not None:
+        more = _method_vectors(nested, split)
+        for table, extra in zip((vectors, bytes_per_update, costs), more):
+            table.update({f"{name}_nested": value for name, value in extra.items()})
     methods, per_user = {}, {}
-    for name, vec in users_vec.items():
+    for name, (vec, item_emb) in vectors.items():
         methods[name], per_user[name] = _method_report(vec.clone(), item_emb, targets, test.users, negatives)
         methods[name]["bytes_per_update"] = bytes_per_update[name]
         methods[name].update(costs.get(name, {}))
-    vs_static = {}
-    for name in methods:
-        if name == "static":
-            continue
-        boot = paired_bootstrap(per_user["static"], per_user[name], cfg.resamples, seed=cfg.seed)
-        vs_static[name] = {"delta_ndcg@10": boot["delta"], "ci95": boot["ci"], "excludes_zero": boot["excludes_zero"],
-                           "users": boot["users"]}
-    return {"methods": methods, "vs_static": vs_static,
+    def versus(base: str, name: str) -> dict:
+        boot = paired_bootstrap(per_user[base], per_user[name], cfg.resamples, seed=cfg.seed)
+        return {"delta_ndcg@10": boot["delta"], "ci95": boot["ci"], "excludes_zero": boot["excludes_zero"],
+                "users": boot["users"]}
+
+    vs_static = {name: versus("static", name) for name in methods if name != "static"}
+    out = {"methods": methods, "vs_static": vs_static}
+    if nested is not None:  # what the generators add to the SRM they were trained with
+        out["vs_static_nested"] = {name: versus("static_nested", name) for name in methods
+                                   if name.endswith("_nested") and name != "static_nested"}
+    return {**out,
             "rows": {"positions": int(len(test.targets)), "users": int(len(np.unique(test.users))),
                      "negatives_per_position": cfg.negatives}}
+
+
+def _method_vectors(models: CloudModels, split) -> tuple[dict, dict, dict]:
+    """Per method, the user vectors (m, d) of every test row with the item table they score against, the bytes
+    per update, and the device time to score one position with what it received."""
+    from llm_cloud.paramgen.prototypes import encode
+
+    srm, gen, test = models.srm, models.gen, split.test
+    srm.eval()
+    item_emb = srm.item_embeddings()  # (n+1, d)
+    plan: list[tuple[str, object, Callable, dict]] = [("static", make_method("static", srm), lambda rows: None, {})]
+    if gen is not None:
+        k = models.recent_k
+        cut_of = dict(zip(split.cloud_users.tolist(), split.cut.tolist()))
+        recent = _recent(test.histories, k)  # (m, k)
+        at_cut = _recent([h[: cut_of[int(u)]] for h, u in zip(test.histories, test.users)], k)  # (m, k)
+        head = make_method("duet_head", srm, rank=gen.spec.rank)
+        sent = {"up": ID_BYTES * k, "full_layers": FLOAT32 * gen.spec.full_params}
+        plan += [("duet_head", head, lambda rows: gen(recent[rows]), sent),
+                 ("duet_head_at_cut", head, lambda rows: gen(at_cut[rows]), {**sent, "updates": "once"})]
+        if models.book is not None:
+            book = models.book
+            plan.append(("persona_head", make_method("persona_head", srm, codebook=book, rank=gen.spec.rank),
+                         lambda rows: encode(book, gen(recent[rows]).numpy()),
+                         {**sent, "codebook_once": book.download_bytes()}))
+    if models.layer_gen is not None:
+        layer_gen, layer_book = models.layer_gen
+        spec = layer_gen.spec
+        recent_l = _recent(test.histories, layer_gen.cfg.recent_k)  # (m, k)
+        sent = {"up": ID_BYTES * layer_gen.cfg.recent_k, "full_layers": FLOAT32 * spec.full_layer_params()}
+        options = {"rank": spec.rank, "layers": spec.layers}
+        plan += [("duet", make_method("duet", srm, **options), lambda rows: layer_gen(recent_l[rows]), sent),
+                 ("persona", make_method("persona", srm, codebook=layer_book, **options),
+                  lambda rows: encode(layer_book, layer_gen(recent_l[rows]).numpy()),
+                  {**sent, "codebook_once": layer_book.download_bytes()})]
+    vectors, bytes_per_update, costs = {}, {}, {}
+    for name, method, payload, sent in plan:
+        rows = np.arange(len(test.targets))
+        vectors[name] = (torch.cat([method.user_states([test.histories[r] for r in part], payload(part))
+                                    for part in np.array_split(rows, max(1, -(-len(rows) // BATCH)))]), item_emb)
+        bytes_per_update[name] = {"down": method.payload_bytes(), "up": 0, **sent}
+        costs[name] = {"device_ms_p50": _median_ms(method, payload, test)}
+    return vectors, bytes_per_update, costs
+
+
+def _recent(histories, k: int) -> torch.Tensor:
+    return torch.tensor([recent_window(h, k) for h in histories], dtype=torch.long).reshape(len(histories), k)
 
 
 def _retrain_vectors(srm, split, cfg: RetrainConfig) -> tuple[torch.Tensor, dict]:
@@ -188,7 +214,7 @@ def _retrain_vectors(srm, split, cfg: RetrainConfig) -> tuple[torch.Tensor, dict
         for start in range(0, len(rows), cfg.every):
             device.update(seq, c, c + start)  # fine-tune on the real-time items before this block
             block = rows[start : start + cfg.every]
-            out[block] = user_vectors(device.model, [test.histories[r] for r in block])
+            out[block] = device.user_states([test.histories[r] for r in block])
         seconds += device.update_seconds
     ms = np.asarray(seconds) * 1000.0
     return out, {"device_update_ms_p50": float(np.median(ms)) if len(ms) else 0.0,
@@ -197,32 +223,13 @@ def _retrain_vectors(srm, split, cfg: RetrainConfig) -> tuple[torch.Tensor, dict
                  "retrain": dataclasses.asdict(cfg)}
 
 
-def _median_ms(score_one, test, rows: int = 200) -> float:
-    """Median wall time (ms) of ``score_one(history)`` over a fixed sample of test positions."""
+def _median_ms(method, payload: Callable, test, rows: int = 200) -> float:
+    """Median device time (ms) for ``method`` to compute one position's user state from its history and what the
+    cloud sent for it (the generation itself runs in the cloud), over a fixed sample of test positions."""
     times = []
     for r in np.random.default_rng(0).choice(len(test.targets), size=min(rows, len(test.targets)), replace=False):
+        received = payload(np.array([r]))
         start = time.perf_counter()
-        score_one(test.histories[r])
+        method.user_states([test.histories[r]], received)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)
-
-
-def _scoring_ms(srm, test, static_only: bool, gen, recent_k: int) -> float:
-    """Median device time (ms) to score one position: the SRM's forward pass on the history, plus applying the
-    received head parameters when the method has them (their generation runs in the cloud)."""
-    from srm_device.head import HeadParams
-
-    head = None
-    if not static_only and gen is not None:
-        a, b, bias = gen.split(gen(torch.zeros(1, recent_k, dtype=torch.long)))
-        head = HeadParams(a[0], b[0], bias[0])
-    return _median_ms(lambda h: user_vectors(srm, [h], head), test)
-
-
-def _layer_scoring_ms(srm, layer_gen, test) -> float:
-    """Median device time (ms) to score one position with received multi-layer edits."""
-    from srm_device.adaptation.layer_edit import edited_user_states
-    from srm_device.scoring import pad_histories
-
-    edits = layer_gen.spec.split(torch.zeros(1, layer_gen.spec.n_params))
-    return _median_ms(lambda h: edited_user_states(srm, *pad_histories([h], srm.config.max_len), edits), test)

@@ -74,6 +74,13 @@ class HeadParams:
         return HeadParams(a, b, flat[2 * d * r :]).check(spec)
 
 
+def split_head(flat: torch.Tensor, spec: HeadSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat per-row parameters (n, 2·d·r + d) -> A (n, d, r), B (n, d, r), bias (n, d)."""
+    d, r = spec.hidden_size, spec.rank
+    n = flat.size(0)
+    return flat[:, : d * r].reshape(n, d, r), flat[:, d * r : 2 * d * r].reshape(n, d, r), flat[:, 2 * d * r :]
+
+
 def apply_head(user: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """u' = u + (u B) Aᵀ + bias. user (n, d); a, b (n, d, r) or (d, r); bias (n, d) or (d,) -> (n, d)."""
     if a.dim() == 2:

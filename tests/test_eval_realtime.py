@@ -22,7 +22,11 @@ def test_eval_realtime_reports_every_method_and_resumes(tmp_path, atomic_dataset
     split = make_split(load_dataset(DatasetOptions(dataset=str(atomic_dataset))),
                        SplitOptions(protocol="realtime", cut="user-fraction"))
     assert report["rows"]["positions"] == len(split.test.targets) == report["protocol"]["realtime_positions"]
-    assert set(report["methods"]) == {"static", "duet", "duet_persona", "duet_head", "duet_head_at_cut", "persona", "retrain"}
+    generated = {"duet", "persona", "duet_head", "duet_head_at_cut", "persona_head"}
+    assert set(report["methods"]) == {"static", "retrain"} | generated | {f"{m}_nested" for m in generated | {"static"}}
+    nested = report["cloud_models"]["nested"]
+    assert nested["split"].endswith("/nest=1") and nested["duet"]["positions"] == "unfitted"
+    assert report["cloud_models"]["duet"]["positions"] == "prefixes"
     retrain = report["methods"]["retrain"]
     assert retrain["device_updates"] > 0 and retrain["device_update_ms_p50"] > 0 and retrain["device_state_mb"] > 0
     for name, vs in report["vs_static"].items():
@@ -32,8 +36,9 @@ def test_eval_realtime_reports_every_method_and_resumes(tmp_path, atomic_dataset
         assert vs["delta_ndcg@10"] == pytest.approx(delta, abs=1e-9)  # the interval is over users
     for m in report["methods"].values():
         assert 0 <= m["ndcg@10"] <= m["hr@10"] <= 1 and 0 <= m["auc"] <= 1
-    assert report["methods"]["persona"]["bytes_per_update"]["down"] < report["methods"]["duet_head"][
-        "bytes_per_update"]["down"]
+    for persona, edits in (("persona", "duet"), ("persona_head", "duet_head")):
+        assert report["methods"][persona]["bytes_per_update"]["down"] < report["methods"][edits][
+            "bytes_per_update"]["down"]
     duet = report["methods"]["duet"]["bytes_per_update"]
     assert duet["down"] < duet["full_layers"]  # low-rank edits are smaller than the layers they edit
     assert (tmp_path / "r.png").stat().st_size > 0

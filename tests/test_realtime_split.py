@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import write_atomic
 from tandem.data.options import DatasetOptions, load_dataset
 from tandem.data.protocols import SplitOptions, make_split, split_from_dict
 from tandem.data.realtime import realtime_split
+from tests.conftest import write_atomic
 
 
 def _seqs(*lengths: int) -> list[np.ndarray]:
@@ -110,3 +110,20 @@ def test_no_realtime_item_reaches_a_training_set(tmp_path, cyclic, monkeypatch, 
         tp.train_paramgen(tmp_path / "srm", tmp_path / "pg", ParamGenConfig(epochs=1), progress=False)
     _assert_cloud_only(ds, split, seen["paramgen"])
 
+
+
+@pytest.mark.parametrize("cut", ["global-time", "user-fraction"])
+def test_a_nested_split_lies_inside_the_outer_cloud_parts(tmp_path, cyclic, cut):
+    ds, _ = _staggered(tmp_path, cyclic)
+    outer = make_split(ds, SplitOptions(protocol="realtime", cut=cut))
+    inner = make_split(ds, SplitOptions(protocol="realtime", cut=cut, nest=1))
+    outer_cut = dict(zip(outer.cloud_users.tolist(), outer.cut.tolist()))
+    assert inner.info["nest"] == 1 and inner.info["realtime_positions"] > 0
+    assert set(inner.cloud_users.tolist()) <= set(outer_cut)
+    for u, c in zip(inner.cloud_users, inner.cut):
+        assert c < outer_cut[int(u)]  # an older cloud part
+    for u, h, t in zip(inner.test.users, inner.test.histories, inner.test.targets):
+        assert len(h) < outer_cut[int(u)]  # every nested real-time position is inside the outer cloud part
+        assert t == ds.sequences[u][len(h)]
+    if cut == "global-time":
+        assert inner.info["cut_time"] < outer.info["cut_time"]

@@ -7,9 +7,11 @@
 generator starts at zero and the B-part small and random (as LoRA initialises A·B), so before training every user
 gets the static SRM and gradients still reach both factors (with both at zero, neither would ever move).
 
-Training uses the cloud's training prefixes only: for every prefix of a training sequence, the edited SRM must
-predict the next item, with cross-entropy over all items. The SRM's first blocks are frozen, so their output is
-computed without gradients; gradients flow through the frozen last block into the generated edits.
+Training uses cloud-part positions only: for every training position, the edited SRM must predict the next item,
+with cross-entropy over all items. The positions are the SRM's own training prefixes, or, for an SRM trained on a
+nested real-time split, the positions it has not fitted (:func:`llm_cloud.paramgen.positions.unfitted_cases`). The
+SRM's first blocks are frozen, so their output is computed without gradients; gradients flow through the frozen last
+block into the generated edits.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from srm_device.models import SequentialRecommender
 from srm_device.persona import Codebook
 from srm_device.scoring import pad_histories, recent_window
 from srm_device.training.checkpoint import save_weights
+from tandem.data.split import EvalCase
 from tandem.io import atomic_write_json
 from tandem.train_state import check_resume, fit_epochs
 
@@ -67,21 +70,23 @@ class LayerEditGenerator(RecentItemCoder):
 
 @dataclass
 class PrefixExamples:
-    """Every (prefix -> next item) pair of the cloud's training sequences."""
+    """(history -> next item) training pairs of the generator."""
 
-    histories: list[np.ndarray]  # n × (len,) the prefix
+    histories: list[np.ndarray]  # n × (len,) the history
     recent: torch.Tensor  # (n, k) its newest k items
     targets: torch.Tensor  # (n,)
 
 
+def case_examples(case: EvalCase, k: int) -> PrefixExamples:
+    recent = torch.tensor([recent_window(h, k) for h in case.histories], dtype=torch.long).reshape(-1, k)
+    return PrefixExamples(list(case.histories), recent, torch.as_tensor(case.targets, dtype=torch.long))
+
+
 def prefix_examples(train: list[np.ndarray], k: int) -> PrefixExamples:
-    hist, tgt = [], []
-    for s in train:
-        for p in range(1, len(s)):
-            hist.append(s[:p])
-            tgt.append(int(s[p]))
-    recent = torch.tensor([recent_window(h, k) for h in hist], dtype=torch.long).reshape(len(hist), k)
-    return PrefixExamples(hist, recent, torch.tensor(tgt, dtype=torch.long))
+    """Every (prefix -> next item) pair of the training sequences."""
+    hist = [s[:p] for s in train for p in range(1, len(s))]
+    tgt = np.array([s[p] for s in train for p in range(1, len(s))], dtype=np.int64)
+    return case_examples(EvalCase(np.zeros(len(hist), dtype=np.int64), hist, tgt), k)
 
 
 def edited_states(srm: SequentialRecommender, gen: LayerEditGenerator, histories: list, recent: torch.Tensor,
@@ -135,7 +140,7 @@ def fit_layer_generator(srm: SequentialRecommender, gen: LayerEditGenerator, tra
 def fit_layer_codebook(gen: LayerEditGenerator, train: PrefixExamples, cfg: ParamGenConfig, out: str | Path,
                        sample: int = 20000) -> Codebook:
     """Persona prototypes and edit basis (arXiv 2509.06552) over the multi-layer edits generated for a sample of
-    the cloud's training prefixes, saved as ``out/codebook.safetensors``."""
+    the generator's training positions, saved as ``out/codebook.safetensors``."""
     from safetensors.numpy import save_file as save_np
 
     from llm_cloud.paramgen.prototypes import fit_codebook

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from llm_cloud.paramgen.config import ParamGenConfig
-from srm_device.head import HeadSpec
+from srm_device.head import HeadSpec, split_head
 
 B_INIT_STD = 0.02
 
@@ -61,8 +61,4 @@ class ParamGenerator(RecentItemCoder):
 
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(n, n_params) -> A (n, d, r), B (n, d, r), bias (n, d)."""
-        d, r = self.spec.hidden_size, self.spec.rank
-        n = flat.size(0)
-        a = flat[:, : d * r].reshape(n, d, r)  # (n, d, r)
-        b = flat[:, d * r : 2 * d * r].reshape(n, d, r)  # (n, d, r)
-        return a, b, flat[:, 2 * d * r :]  # bias (n, d)
+        return split_head(flat, self.spec)

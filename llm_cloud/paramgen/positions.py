@@ -13,6 +13,29 @@ from srm_device.training.windows import make_windows
 from tandem.data.split import EvalCase
 
 
+def unfitted_cases(split) -> tuple[EvalCase, EvalCase] | None:
+    """The positions a generator trains and validates on when its SRM has not fitted them, or None.
+
+    Under a nested real-time split (:mod:`tandem.data.realtime`) the SRM trained on an older cloud part, and the
+    nested real-time positions (all inside the outer cloud part) are new to it, as the device's items are new to the
+    deployed SRM. Training takes every such position but each user's last; validation takes each user's last, which
+    is the outer validation item. Otherwise (``nest`` 0, or leave-one-out) the generator trains on the SRM's own
+    training prefixes: None."""
+    info = getattr(split, "info", None) or {}
+    if not info.get("nest"):
+        return None
+    case = split.test
+    last = np.r_[np.flatnonzero(np.diff(case.users)), len(case.users) - 1] if len(case.users) else np.zeros(0, int)
+    is_last = np.zeros(len(case.users), dtype=bool)
+    is_last[last] = True
+
+    def pick(mask: np.ndarray) -> EvalCase:
+        rows = np.flatnonzero(mask)
+        return EvalCase(case.users[rows], [case.histories[r] for r in rows], case.targets[rows])
+
+    return pick(~is_last), pick(is_last)
+
+
 @torch.no_grad()
 def train_positions(srm: SequentialRecommender, train: list[np.ndarray], k: int, stride: int = 10,
                     batch: int = 256) -> Positions:

@@ -143,14 +143,18 @@ def _eval_realtime(args: argparse.Namespace) -> int:
     rows = report["rows"]
     print(f"{report['dataset']['name']}, {report['protocol']['name']}: {rows['positions']:,} real-time positions of "
           f"{rows['users']:,} users")
-    print(f"{'':<18}{'ndcg@10':>9}{'hr@10':>8}{'user ndcg':>10}{'auc':>8}{'uauc':>8}{'bytes down':>11}"
-          f"{'device ms':>10}{'  vs static (ci95)'}")
+    print(f"{'':<24}{'ndcg@10':>9}{'hr@10':>8}{'user ndcg':>10}{'auc':>8}{'uauc':>8}{'bytes down':>11}"
+          f"{'device ms':>10}{'  vs static (ci95)':<35}{'vs static_nested'}")
+
+    def interval(vs: dict | None) -> str:
+        return f"  {vs['delta_ndcg@10']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else ""
+
     for name, m in report["methods"].items():
-        vs = report["vs_static"].get(name)
-        ci = f"  {vs['delta_ndcg@10']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else ""
         ms = m.get("device_ms_p50", m.get("device_update_ms_p50", float("nan")))
-        print(f"{name:<18}{m['ndcg@10']:>9.4f}{m['hr@10']:>8.4f}{m['by_user']['ndcg@10']:>10.4f}{m['auc']:>8.4f}"
-              f"{m['uauc']:>8.4f}{m['bytes_per_update']['down']:>11,}{ms:>10.2f}{ci}")
+        own = interval(report.get("vs_static_nested", {}).get(name))
+        print(f"{name:<24}{m['ndcg@10']:>9.4f}{m['hr@10']:>8.4f}{m['by_user']['ndcg@10']:>10.4f}{m['auc']:>8.4f}"
+              f"{m['uauc']:>8.4f}{m['bytes_per_update']['down']:>11,}{ms:>10.2f}"
+              f"{interval(report['vs_static'].get(name)):<35}{own}")
     if "retrain" in report["methods"]:
         r = report["methods"]["retrain"]
         print(f"retrain: device ms is per on-device update ({r['device_updates']:,} updates, p90 "
@@ -208,7 +212,7 @@ def register(sub) -> None:
                    "parameters on every real-time position, with paired bootstrap intervals against static",
                    _eval_realtime)
     add_dataset_arguments(p)
-    add_split_arguments(p, skip=("protocol",))
+    add_split_arguments(p, skip=("protocol", "nest"))
     from pipelines.realtime import RealTimeRunConfig
 
     add_dataclass_arguments(p.add_argument_group("run"), RealTimeRunConfig)

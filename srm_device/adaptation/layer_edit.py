@@ -1,8 +1,10 @@
 """Generated low-rank edits of several SASRec layers, applied on the device without backprop (DUET, WWW 2023,
 arXiv 2302.04397: the cloud generates the weights of the device model's layers from the device's recent behaviour).
 
-The edited layers are the last transformer block's attention output projection and its second feed-forward layer,
-plus the head that acts on the user state (:mod:`srm_device.head`). Each linear layer ``y = x Wᵀ + b`` becomes
+``duet`` is the device method (:mod:`srm_device.adaptation.base`): its payload is the flat edits (n, n_params) in
+:meth:`LayerEditSpec.split`'s order, one row per history. The edited layers are the last transformer block's
+attention output projection and its second feed-forward layer, plus the head that acts on the user state
+(:mod:`srm_device.head`). Each linear layer ``y = x Wᵀ + b`` becomes
 
     y = x Wᵀ + b + (x B) Aᵀ          A: (out, r), B: (in, r), one pair per user
 
@@ -19,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srm_device.adaptation.base import DeviceMethod, register
 from srm_device.head import HeadShapeError, apply_head
 from srm_device.models import SequentialRecommender
+from srm_device.persona import FLOAT32
+from srm_device.scoring import pad_histories
 
 # name -> (input width, output width) as functions of (hidden d, feed-forward width)
 EDIT_LAYERS = {
@@ -86,7 +91,8 @@ def _lowrank(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ntr,nor->nto", torch.einsum("nti,nir->ntr", x, b), a)
 
 
-def _edited_last_block(layer: nn.TransformerEncoderLayer, x: torch.Tensor, edits: dict[str, torch.Tensor]) -> torch.Tensor:
+def _edited_last_block(layer: nn.TransformerEncoderLayer, x: torch.Tensor,
+                       edits: dict[str, torch.Tensor]) -> torch.Tensor:
     """The post-LN encoder layer of :class:`srm_device.models.sasrec.SASRec`, in eval mode, with low-rank edits of
     its attention output projection and second feed-forward layer. x (n, t, d) -> (n, t, d)."""
     attn = layer.self_attn
@@ -127,3 +133,27 @@ def edited_user_states(srm: SequentialRecommender, item_seq: torch.Tensor, lengt
     x = _edited_last_block(srm.encoder.layers[-1], x, edits)  # (n, t, d)
     user = x[torch.arange(x.size(0)), lengths - 1]  # (n, d)
     return apply_head(user, edits["head.a"], edits["head.b"], edits["head.bias"])  # (n, d)
+
+
+@register
+class LayerEdit(DeviceMethod):
+    name = "duet"
+
+    def __init__(self, srm: SequentialRecommender, rank: int = 8,
+                 layers: tuple[str, ...] = ("attn_out", "ffn_out")) -> None:
+        super().__init__(srm)
+        if not hasattr(srm, "encoder"):
+            raise ValueError(f"multi-layer edits need a transformer SRM (sasrec), not {srm.name}")
+        self.spec = LayerEditSpec(srm.config.hidden_size, srm.config.inner_size, rank, tuple(layers))
+
+    def check(self, payload: torch.Tensor) -> torch.Tensor:
+        return self.spec.check(torch.as_tensor(payload, dtype=torch.float32))
+
+    @torch.no_grad()
+    def user_states(self, histories, payload: torch.Tensor) -> torch.Tensor:
+        edits = self.spec.split(self.check(payload))
+        seq, lengths = pad_histories(histories, self.srm.config.max_len)  # (n, t), (n,)
+        return edited_user_states(self.srm, seq, lengths, edits)  # (n, d)
+
+    def payload_bytes(self) -> int:
+        return FLOAT32 * self.spec.n_params

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from srm_device.adaptation.base import DeviceMethod, register
 from srm_device.models import SequentialRecommender
+from srm_device.scoring import user_vectors
 
 FLOAT32 = 4
 
@@ -35,10 +37,16 @@ class RetrainConfig:
             raise ValueError(f"retrain steps and every must be >= 1 and lr > 0, got {self}")
 
 
-class DeviceRetrainer:
-    """One device's copy of its SRM and the optimiser that fine-tunes it."""
+@register
+class DeviceRetrainer(DeviceMethod):
+    """``retrain``: one device's copy of its SRM and the optimiser that fine-tunes it; the cloud sends nothing."""
 
-    def __init__(self, srm: SequentialRecommender, cfg: RetrainConfig) -> None:
+    name = "retrain"
+    backprop = True
+
+    def __init__(self, srm: SequentialRecommender, cfg: RetrainConfig | None = None) -> None:
+        super().__init__(srm)
+        cfg = cfg or RetrainConfig()
         cfg.validate()
         self.cfg = cfg
         self.model = copy.deepcopy(srm).eval()
@@ -50,6 +58,9 @@ class DeviceRetrainer:
     def state_bytes(self) -> int:
         """Weights, gradients and Adam's two moments, float32."""
         return 4 * FLOAT32 * sum(p.numel() for p in self.model.parameters())
+
+    def user_states(self, histories, payload: None = None) -> torch.Tensor:
+        return user_vectors(self.model, histories)  # (n, d) from the device's fine-tuned copy
 
     def update(self, sequence: np.ndarray, cut: int, upto: int) -> None:
         """Fine-tune on targets ``sequence[cut:upto]`` (real-time items seen so far), each from its history."""

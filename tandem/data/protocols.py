@@ -31,6 +31,9 @@ class SplitOptions:
         "help": "global-time: fraction of all interactions before T"})
     rho: float = field(default=0.3, metadata={"help": "user-fraction: share of each user's sequence that is real-time"})
     min_realtime: int = field(default=2, metadata={"help": "user-fraction: at least this many real-time items"})
+    nest: int = field(default=0, metadata={
+        "help": "apply the cut again to the cloud parts this many times (an older cloud part to train on, with "
+                "real-time positions inside the outer cloud part)"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -44,13 +47,15 @@ class SplitOptions:
             raise ValueError(f"--rho must be in (0, 1), got {self.rho}; e.g. 0.3")
         if self.min_realtime < 1:
             raise ValueError(f"--min-realtime must be >= 1, got {self.min_realtime}")
+        if self.nest < 0:
+            raise ValueError(f"--nest must be >= 0, got {self.nest}")
 
     @property
     def name(self) -> str:
         if self.protocol == "loo":
             return "loo"
         arg = f"time_fraction={self.time_fraction}" if self.cut == "global-time" else f"rho={self.rho}"
-        return f"realtime/{self.cut}({arg})"
+        return f"realtime/{self.cut}({arg})" + (f"/nest={self.nest}" if self.nest else "")
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -77,4 +82,4 @@ def make_split(ds: SequenceDataset, opts: SplitOptions | None = None) -> LeaveOn
         return leave_one_out(ds.sequences)
     from tandem.data.realtime import realtime_split
 
-    return realtime_split(ds.sequences, ds.times, opts.cut, opts.time_fraction, opts.rho, opts.min_realtime)
+    return realtime_split(ds.sequences, ds.times, opts.cut, opts.time_fraction, opts.rho, opts.min_realtime, opts.nest)

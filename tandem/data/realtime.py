@@ -19,6 +19,12 @@ Two cut rules:
 - ``user-fraction``: the last ``rho`` of each user's sequence, at least ``min_realtime`` items, while the cloud part
   keeps at least 2; shorter users are left out. For datasets whose users come in short bursts, where one global
   time leaves most users entirely on one side.
+
+A **nested** split (``nest >= 1``) applies the same rule again to the cloud parts: its cloud models train on an
+older cloud part, and its real-time positions all lie inside the outer cloud part. Those positions are what a
+parameter generator trains on, against an SRM that has not fitted them, which is the situation it meets on the
+device (the deployed SRM has not fitted the device's newest items either). Nothing of the outer real-time part is
+in a nested split.
 """
 
 from __future__ import annotations
@@ -67,8 +73,10 @@ def _cuts_user_fraction(lengths: np.ndarray, rho: float, min_realtime: int) -> n
 
 
 def realtime_split(sequences: list[np.ndarray], times: list[np.ndarray], cut: str = "global-time",
-                   time_fraction: float = 0.8, rho: float = 0.3, min_realtime: int = 2) -> RealTimeSplit:
-    """Cut every user's time-ordered ``sequences[u]`` (with order keys ``times[u]``, non-decreasing) in two."""
+                   time_fraction: float = 0.8, rho: float = 0.3, min_realtime: int = 2,
+                   nest: int = 0) -> RealTimeSplit:
+    """Cut every user's time-ordered ``sequences[u]`` (with order keys ``times[u]``, non-decreasing) in two;
+    ``nest`` times more on the cloud parts (see the module docstring)."""
     if cut not in CUT_RULES:
         raise ValueError(f"cut must be one of {', '.join(CUT_RULES)}, got {cut!r}")
     if not 0 < time_fraction < 1:
@@ -77,6 +85,8 @@ def realtime_split(sequences: list[np.ndarray], times: list[np.ndarray], cut: st
         raise ValueError(f"rho must be in (0, 1), got {rho}")
     if min_realtime < 1:
         raise ValueError(f"min_realtime must be >= 1, got {min_realtime}")
+    if nest < 0:
+        raise ValueError(f"nest must be >= 0, got {nest}")
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     info: dict = {"cut": cut}
     if cut == "global-time":
@@ -86,6 +96,13 @@ def realtime_split(sequences: list[np.ndarray], times: list[np.ndarray], cut: st
         cuts = _cuts_user_fraction(lengths, rho, min_realtime)
         info.update(rho=rho, min_realtime=min_realtime)
     users = np.flatnonzero(cuts >= MIN_CLOUD)  # (u,)
+    if nest > 0:
+        keep = [int(c) if c >= MIN_CLOUD else 0 for c in cuts]
+        inner = realtime_split([s[:c] for s, c in zip(sequences, keep)], [t[:c] for t, c in zip(times, keep)], cut,
+                               time_fraction, rho, min_realtime, nest - 1)
+        inner.info["nest"] = nest
+        inner.info["outer"] = {k: v for k, v in info.items() if k != "cut"}
+        return inner
     train, v_hist, v_tgt, t_users, t_hist, t_tgt = [], [], [], [], [], []
     for u in users:
         s, c = sequences[u], int(cuts[u])
