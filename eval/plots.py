@@ -83,23 +83,26 @@ def plot_trials(trials: list[tuple[int, float]], path: str | Path, title: str = 
 
 
 def plot_realtime(report: dict, path: str | Path, title: str = "") -> Path:
-    """NDCG@10 per device method on the real-time positions; each bar is labelled with its paired difference from
-    the static SRM (mean over users) and its 95% bootstrap interval."""
+    """NDCG@10 per device method on the real-time positions, one horizontal bar each, labelled with its paired
+    difference from the static SRM (mean over users) and its 95% bootstrap interval."""
     plt = _pyplot()
-    names = list(report["methods"])
+    given = list(report["methods"])  # static first, then the methods, then the nested ones; first on top
+    names = sorted(given, key=lambda n: (n.endswith("_nested"), not n.startswith("static"), given.index(n)))[::-1]
     values = [report["methods"][n]["ndcg@10"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names)), 4.0), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(names) + 1.2), dpi=110)
     colour = {"static": "tab:gray", "static_nested": "silver"}
-    ax.bar(names, values, color=[colour.get(n, "tab:orange" if n.endswith("_nested") else "tab:blue") for n in names])
+    ax.barh(names, values, color=[colour.get(n, "tab:orange" if n.endswith("_nested") else "tab:blue")
+                                  for n in names])
     base = report["methods"]["static"]["by_user"]["ndcg@10"]
     for i, n in enumerate(names):
-        if n in report.get("vs_static", {}):
-            lo, hi = report["vs_static"][n]["ci95"]
-            ax.annotate(f"{report['vs_static'][n]['delta_ndcg@10']:+.4f}\n[{lo:+.4f}, {hi:+.4f}]",
-                        (i, values[i]), ha="center", va="bottom", fontsize=7)
-    ax.set_ylim(0, max(values) * 1.3)
-    ax.set_ylabel("NDCG@10 (mean over positions)")
-    ax.set_title(title or f"real-time positions; user-mean static {base:.4f}")
-    ax.tick_params(axis="x", labelsize=8, labelrotation=35)
+        vs = report.get("vs_static", {}).get(n)
+        if vs:
+            lo, hi = vs["ci95"]
+            ax.annotate(f" {vs['delta_ndcg@10']:+.4f} [{lo:+.4f}, {hi:+.4f}]", (values[i], i), va="center",
+                        fontsize=7, fontweight="bold" if lo > 0 or hi < 0 else "normal")
+    ax.set_xlim(0, max(values) * 1.6)
+    ax.set_xlabel("NDCG@10 (mean over positions); label: user-mean difference from static [95% CI]")
+    ax.set_title(title or f"real-time positions; user-mean static {base:.4f}", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return _save(fig, path)

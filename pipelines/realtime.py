@@ -36,6 +36,9 @@ class RealTimeRunConfig:
     retrain_every: int = field(default=5, metadata={"help": "retrain: fine-tune after every this many new items"})
     retrain_lr: float = field(default=1e-3, metadata={"help": "retrain: learning rate"})
     seed: int = field(default=2020, metadata={"help": "random seed of the training runs"})
+    paramgen_seed: int | None = field(default=None, metadata={
+        "help": "random seed of the generators' training alone (default: --seed); with the SRM of another run "
+                "copied into --work, measures how much a generator's result depends on its seed"})
     nested: bool = field(default=True, metadata={
         "help": "also train the cloud models on a nested split (the SRM on an older cloud part, the generators on "
                 "the cloud-part positions it has not fitted) and report their methods as *_nested"})
@@ -116,7 +119,8 @@ def _train_cloud(ds, ds_options: DatasetOptions, split: SplitOptions, cfg: RealT
                            TrainConfig(epochs=cfg.epochs, patience=cfg.patience, threads=cfg.threads, seed=cfg.seed),
                            work / "srm", split_opts=split)
     seconds[prefix + "srm"] = time.perf_counter() - t0
-    pg_cfg = ParamGenConfig(epochs=cfg.paramgen_epochs, threads=cfg.threads, seed=cfg.seed)
+    pg_cfg = ParamGenConfig(epochs=cfg.paramgen_epochs, threads=cfg.threads,
+                            seed=cfg.seed if cfg.paramgen_seed is None else cfg.paramgen_seed)
     t0 = time.perf_counter()
     pg_report = train_paramgen(work / "srm", work / "paramgen", pg_cfg)
     seconds[prefix + "paramgen"] = time.perf_counter() - t0
