@@ -113,6 +113,11 @@ def test_cli_export(tmp_path):
     rr = OnnxReranker(out)
     assert (rr.meta["model"], rr.meta["rank"], rr.meta["max_len"], rr.meta["n_items"]) == ("sasrec", 3, 10, 20)
     assert rr.scores(np.array([1, 2, 3]), np.arange(1, 21), None).shape == (20,)
+    layers = tmp_path / "dev" / "layers.onnx"
+    proc = tandem("export", "onnx", "--srm", str(tmp_path / "ck"), "--out", str(layers), "--edit", "layers")
+    assert proc.returncode == 0 and "layers edit rank 8" in proc.stdout, proc.stderr
+    spec = OnnxReranker(layers).layer_spec
+    assert (spec.hidden_size, spec.inner_size, spec.rank, spec.layers) == (16, 32, 8, ("attn_out", "ffn_out"))
 
 
 def test_cli_help_and_user_error(tmp_path, capsys):
@@ -126,3 +131,45 @@ def test_cli_help_and_user_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("tandem: error: checkpoint folder") and len(err.splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def exported_layers(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("sasrec", N_ITEMS, default_config("sasrec", hidden_size=32, inner_size=64,
+                                                          max_len=MAX_LEN)).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "layers.onnx", rank=RANK, edit="layers")
+    return model, OnnxReranker(path)
+
+
+def test_layer_edits_match_the_duet_method(exported_layers):
+    from srm_device.adaptation import make_method
+    from srm_device.onnx_runtime import verify_export
+
+    model, rr = exported_layers
+    assert rr.edit == "layers" and rr.meta["format"] == "tandem-rerank-layers"
+    duet = make_method("duet", model, rank=RANK)
+    assert rr.layer_spec == duet.spec
+    rng = np.random.default_rng(3)
+    gen = torch.Generator().manual_seed(3)
+    for t in HISTORY_LENGTHS:
+        history = rng.integers(1, N_ITEMS + 1, size=t)
+        candidates = rng.integers(1, N_ITEMS + 1, size=CANDIDATE_COUNTS[0])
+        kept = [history[-MAX_LEN:].tolist()]
+        edits = 0.3 * torch.randn(duet.spec.n_params, generator=gen)
+        want = duet.scores(kept, edits[None])[0, torch.from_numpy(candidates)].numpy()
+        static = score_history(model, history, candidates, None)
+        assert np.abs(rr.scores(history, candidates, edits.numpy()) - want).max() <= 1e-5
+        assert np.abs(want - static).max() > 1e-3  # the edits really change the scores
+        assert np.abs(rr.scores(history, candidates, None) - static).max() <= 1e-5  # zero edits: static
+    assert verify_export(model, rr) <= 1e-5
+    with pytest.raises(ValueError, match="shape"):
+        rr.scores(np.array([1, 2]), np.array([3, 4]), np.zeros(duet.spec.n_params - 1))
+    with pytest.raises(ValueError, match="non-finite"):
+        rr.scores(np.array([1, 2]), np.array([3, 4]), np.full(duet.spec.n_params, np.nan))
+
+
+def test_layer_export_needs_a_transformer(tmp_path):
+    gru = build_model("gru4rec", N_ITEMS, default_config("gru4rec", hidden_size=32, max_len=MAX_LEN))
+    with pytest.raises(ValueError, match="transformer.*--edit head"):
+        export_onnx(gru, tmp_path / "g.onnx", rank=RANK, edit="layers")

@@ -15,6 +15,8 @@ shape or with non-finite values are refused, so a device keeps its last good one
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +57,7 @@ class LayerEditSpec:
 
     @property
     def n_params(self) -> int:
-        return sum(int(torch.tensor(s).prod()) for s in self.shapes().values())
+        return sum(math.prod(s) for s in self.shapes().values())
 
     def full_layer_params(self) -> int:
         """Parameters of the edited layers sent whole (weights and biases), for byte comparisons."""
@@ -73,7 +75,7 @@ class LayerEditSpec:
                                  f"(n, {self.n_params})")
         out, at = {}, 0
         for name, shape in self.shapes().items():
-            size = int(torch.tensor(shape).prod())
+            size = math.prod(shape)
             out[name] = flat[:, at : at + size].reshape(flat.size(0), *shape)
             at += size
         return out
