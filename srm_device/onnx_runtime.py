@@ -13,8 +13,15 @@ import torch
 
 from srm_device.adaptation.layer_edit import LayerEditSpec
 from srm_device.head import HeadParams, HeadShapeError, HeadSpec
-from srm_device.onnx_export import (FORMAT, FORMAT_VERSION, INPUT_NAMES, LAYER_INPUT_NAMES, LAYERS_FORMAT, META_KEYS,
-                                    OUTPUT_NAME)
+from srm_device.onnx_export import (
+    FORMAT,
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    LAYER_INPUT_NAMES,
+    LAYERS_FORMAT,
+    META_KEYS,
+    OUTPUT_NAME,
+)
 from srm_device.scoring import clip_history
 from tandem.errors import TandemError
 

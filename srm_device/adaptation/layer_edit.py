@@ -16,7 +16,6 @@ shape or with non-finite values are refused, so a device keeps its last good one
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
