@@ -175,9 +175,9 @@ def main() -> None:
     ap.add_argument("--dataset", default="ml-100k", help="built-in name or RecBole atomic folder (default: ml-100k)")
     ap.add_argument("--min-rating", type=float, help="keep interactions with rating >= this, in both tools")
     ap.add_argument("--kcore", type=int, default=0, help="k-core filter for both tools (default: 0, none)")
-    ap.add_argument("--tie-order", choices=("file", "item", "float32", "float32-minmax"), default="file", help="Tandem's order of "
-                    "same-timestamp interactions; float32 orders as RecBole does on ML-1M, float32-minmax as on ML-100K "
-                    "(default: file)")
+    ap.add_argument("--tie-order", choices=("file", "item", "float32", "float32-minmax"), default="file",
+                    help="Tandem's order of same-timestamp interactions; float32 orders as RecBole does on ML-1M, "
+                    "float32-minmax as on ML-100K (default: file)")
     ap.add_argument("--targets-only", action="store_true", help="compare the held-out targets of both tools, per "
                     "user, and train nothing")
     ap.add_argument("--model", choices=sorted(MODEL_NAMES), default="sasrec")

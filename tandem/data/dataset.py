@@ -117,8 +117,8 @@ def build_dataset(
     turns float fields into float32 tensors before it sorts by time), and ``"float32-minmax"`` first scales the
     timestamps to [0, 1] over all loaded interactions (after filters), then rounds to float32 (steps of about 1 s on
     ML-100K's seven months), which is how RecBole orders ML-100K, whose packaged dataset properties set
-    ``normalize_all: True``. ``bench/srm_vs_recbole.py --targets-only`` measures the agreement. The last items of a sequence
-    are the evaluation targets, so this choice decides which item is the test target when the last two share a
+    ``normalize_all: True``. ``bench/srm_vs_recbole.py --targets-only`` measures the agreement. The last items of a
+    sequence are the evaluation targets, so this choice decides which item is the test target when the last two share a
     timestamp (or, for ``"float32"``, a 64-second step).
     ``items`` (optional) has an ``item`` column plus text columns.
     """

@@ -43,8 +43,8 @@ class DatasetOptions:
     tie_order: Literal["file", "item", "float32", "float32-minmax"] = field(default="file", metadata={
         "help": "order of one user's interactions that share a timestamp: 'file' keeps the input file's order, "
                 "'item' sorts them by item id (natural raw-id order), 'float32' orders by the timestamp rounded to "
-                "float32 (64-s steps), then file order, as RecBole 1.2 orders ML-1M; 'float32-minmax' scales timestamps "
-                "to [0, 1] first, as RecBole orders ML-100K"})
+                "float32 (64-s steps), then file order, as RecBole 1.2 orders ML-1M; 'float32-minmax' scales "
+                "timestamps to [0, 1] first, as RecBole orders ML-100K"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
