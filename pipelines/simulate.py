@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from eval.metrics import metrics_from_ranks
 from pipelines.thresholds import first_users
+from srm_device.adaptation import make_method
 from srm_device.client import HTTPCloudClient
 from srm_device.fusion import FusionParams, Platt
-from srm_device.head import HeadSpec
 from srm_device.policies import POLICIES, Threshold, make_policy
 from srm_device.session import DeviceSession
 from srm_device.training.checkpoint import load_srm_with_data
@@ -62,12 +62,12 @@ def device_session_factory(store: Store, cfg: SimulateConfig):
     fit = fitted[key]
     srm, _, ds = load_srm_with_data(store.collab_srm if th.srm == "collab" else store.srm)
     pg_meta = json.loads((store.paramgen / "config.json").read_text())
-    spec = HeadSpec(srm.config.hidden_size, int(pg_meta["rank"]))
+    method = make_method("duet_head", srm, rank=int(pg_meta["rank"]))
     prm = FusionParams(Platt(*th.srm_platt), Platt(*th.llm_platt), th.alpha)
     policy = make_policy(cfg.policy)
 
     def make(client) -> DeviceSession:
-        return DeviceSession(srm, spec, policy, Threshold(fit.tau, fit.p_tie, fit.ratio), client, fusion=th.fusion,
+        return DeviceSession(srm, method, policy, Threshold(fit.tau, fit.p_tie, fit.ratio), client, fusion=th.fusion,
                              fusion_params=prm, n_candidates=th.n_candidates, recent_k=th.recent_k,
                              timeout_s=cfg.timeout_s)
 

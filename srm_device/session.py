@@ -1,6 +1,9 @@
-"""A device session: local history, cached candidates with cloud scores, current generated head parameters.
+"""A device session: local history, cached candidates with cloud scores, the current generated parameters.
 
-``recommend()`` reranks the cached candidates with the SRM (through the generated head) and fuses the two orders. The
+The session adapts its SRM with one device method of the registry (:mod:`srm_device.adaptation`; ``duet_head`` or
+``duet``, whose payload is the flat generated parameters; the HTTP client decodes Persona updates into them). A
+payload of the wrong shape or with non-finite values is refused and the last good one kept. ``recommend()`` reranks
+the cached candidates with the adapted SRM and fuses the two orders. The
 request policy decides whether to ask the cloud for a fresh list first. If the cloud is unreachable, raises, answers
 garbage, or misses the deadline, the session ranks with what it has (the cached list, or the SRM's own ranking over
 the whole catalogue when nothing is cached) and marks the result ``degraded``. It never raises to the user.
@@ -13,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 
+from srm_device.adaptation import DeviceMethod
 from srm_device.fusion import FusionParams
-from srm_device.head import HeadParams, HeadShapeError, HeadSpec
+from srm_device.head import HeadShapeError
 from srm_device.models import SequentialRecommender
 from srm_device.policies import RequestPolicy, Threshold
 from srm_device.ranking import CandidateList, rank_step
@@ -27,7 +32,7 @@ class CloudClient(Protocol):
         """Top-n item ids and their scores for this history."""
 
     def parameters(self, recent: list[int]) -> np.ndarray:
-        """Flat generated head parameters for these recent items."""
+        """Flat generated parameters (p,) for these recent items."""
 
 
 @dataclass
@@ -42,11 +47,13 @@ class Recommendation:
 
 
 class DeviceSession:
-    def __init__(self, model: SequentialRecommender, spec: HeadSpec, policy: RequestPolicy, threshold: Threshold,
+    def __init__(self, model: SequentialRecommender, method: DeviceMethod, policy: RequestPolicy, threshold: Threshold,
                  client: CloudClient | None, fusion: str = "sum", fusion_params: FusionParams | None = None,
                  n_candidates: int = 100, recent_k: int = 20, timeout_s: float = 0.5) -> None:
         self.model = model.eval()
-        self.spec = spec
+        if method.srm is not model:
+            raise ValueError(f"the device method {method.name!r} was built for another SRM than this session's")
+        self.method = method
         self.policy, self.threshold = policy, threshold
         self.client = client
         self.fusion, self.fusion_params = fusion, fusion_params or FusionParams()
@@ -54,7 +61,7 @@ class DeviceSession:
         self.history: list[int] = []
         self.cached_ids = np.zeros(0, dtype=np.int64)
         self.cached_scores = np.zeros(0)
-        self.head = spec.zeros()
+        self.payload: torch.Tensor | None = None  # (1, p) the last good generated parameters; None: static SRM
         self.rejected_updates = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-cloud")
 
@@ -81,9 +88,9 @@ class DeviceSession:
         self.cached_ids, self.cached_scores = ids, scores
 
     def apply_parameters(self, flat) -> bool:
-        """Install generated head parameters; on a bad shape or value keep the last good ones and return False."""
+        """Install generated parameters (p,); on a bad shape or value keep the last good ones and return False."""
         try:
-            self.head = HeadParams.unflatten(flat, self.spec)
+            self.payload = self.method.check(torch.as_tensor(np.asarray(flat, dtype=np.float32)).reshape(1, -1))
             return True
         except (HeadShapeError, ValueError, TypeError):
             self.rejected_updates += 1
@@ -102,7 +109,10 @@ class DeviceSession:
         return CandidateList(self.cached_ids, self.cached_scores)
 
     def recommend(self, k: int = 10) -> Recommendation:
-        user = user_vector(self.model, self.history, self.head)  # (1, d)
+        if self.payload is None:
+            user = user_vector(self.model, self.history)  # (1, d) the static SRM
+        else:
+            user = self.method.user_states([self.history], self.payload)  # (1, d)
         cached = CandidateList(self.cached_ids, self.cached_scores) if len(self.cached_ids) else None
         step = rank_step(self.model, user, self.history, cached, None if self.client is None else self._fetch,
                          self.policy, self.threshold, self.fusion, self.fusion_params, k, self.recent_k)
@@ -112,7 +122,7 @@ class DeviceSession:
                               step.degraded, step.notes)
 
     def refresh_parameters(self) -> bool:
-        """Ask the cloud for new head parameters; keep the current ones on any failure."""
+        """Ask the cloud for new parameters; keep the current ones on any failure."""
         if self.client is None:
             return False
         try:

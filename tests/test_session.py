@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from srm_device.head import HeadSpec
+from srm_device.adaptation import make_method
 from srm_device.models import build_model, default_config
 from srm_device.policies import make_policy
 from srm_device.policies.base import Threshold
 from srm_device.session import DeviceSession
 
 N_ITEMS = 30
-SPEC = HeadSpec(16, 2)
 
 
 class FakeCloud:
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode = mode
+    def __init__(self, mode: str = "ok", n_params: int = 2 * 16 * 2 + 16) -> None:
+        self.mode, self.n_params = mode, n_params
         self.calls = 0
 
     def candidates(self, history, n):
@@ -34,15 +33,19 @@ class FakeCloud:
 
     def parameters(self, recent):
         if self.mode == "badshape":
-            return np.zeros(SPEC.n_params + 3)
-        return np.full(SPEC.n_params, 0.01)
+            return np.zeros(self.n_params + 3)
+        if self.mode == "nan":
+            return np.full(self.n_params, np.nan)
+        return np.full(self.n_params, 0.01)
 
 
-def session(mode: str, policy: str = "always") -> DeviceSession:
+def session(mode: str, policy: str = "always", method: str = "duet_head") -> DeviceSession:
     torch.manual_seed(0)
     model = build_model("sasrec", N_ITEMS, default_config("sasrec", hidden_size=16, inner_size=32, max_len=8))
     th = Threshold(-np.inf, 0.0, 1.0) if policy == "always" else Threshold(np.inf, 0.0, 0.0)
-    s = DeviceSession(model, SPEC, make_policy(policy), th, FakeCloud(mode), n_candidates=20, timeout_s=0.2)
+    device = make_method(method, model, rank=2)
+    s = DeviceSession(model, device, make_policy(policy), th, FakeCloud(mode, device.spec.n_params), n_candidates=20,
+                      timeout_s=0.2)
     for item in (3, 4, 5):
         s.observe(item)
     return s
@@ -83,14 +86,20 @@ def test_never_policy_does_not_call_cloud_once_cached():
     assert not rec.requested and s.client.calls == calls
 
 
-def test_bad_parameters_are_rejected_keeping_last_good():
-    s = session("ok")
-    assert s.refresh_parameters()
-    good = s.head.flatten().clone()
-    assert torch.allclose(good, torch.full_like(good, 0.01))
-    s.client = FakeCloud("badshape")
-    assert not s.refresh_parameters()
-    assert torch.equal(s.head.flatten(), good) and s.rejected_updates == 1
+@pytest.mark.parametrize("method", ["duet_head", "duet"])
+def test_bad_parameters_are_rejected_keeping_last_good(method):
+    s = session("ok", method=method)
+    static = s.recommend(k=20)
+    assert s.payload is None and s.refresh_parameters()
+    good = s.payload.clone()
+    assert good.shape == (1, s.method.spec.n_params) and torch.allclose(good, torch.full_like(good, 0.01))
+    adapted = s.recommend(k=20)
+    assert not np.allclose(adapted.srm, static.srm)  # the received parameters change the device's scores
+    for bad in ("badshape", "nan"):
+        s.client = FakeCloud(bad, s.method.spec.n_params)
+        assert not s.refresh_parameters()
+    assert torch.equal(s.payload, good) and s.rejected_updates == 2
+    assert np.allclose(s.recommend(k=20).srm, adapted.srm)  # still ranked with the last good parameters
 
 
 def test_bad_candidate_lists_are_refused():
