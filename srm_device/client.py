@@ -15,7 +15,14 @@ import httpx
 import numpy as np
 
 from srm_device.persona import Codebook
-from tandem.protocol import MAX_HISTORY, CandidatesRequest, CandidatesResponse, ParametersRequest, ParametersResponse
+from tandem.protocol import (
+    DEVICE_METHODS,
+    MAX_HISTORY,
+    CandidatesRequest,
+    CandidatesResponse,
+    ParametersRequest,
+    ParametersResponse,
+)
 from tandem.protocol import Codebook as CodebookMessage
 
 
@@ -38,8 +45,14 @@ class Traffic:
 
 
 class HTTPCloudClient:
+    """``method`` is the device method whose parameters it asks for: ``duet_head`` (head edit) or ``duet``
+    (multi-layer edits); each has its own codebook."""
+
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 30.0,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, method: str = "duet_head") -> None:
+        if method not in DEVICE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(DEVICE_METHODS)}, got {method!r}")
+        self.method = method
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = client or httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
         self.traffic = Traffic()
@@ -67,17 +80,19 @@ class HTTPCloudClient:
 
     def codebook(self) -> Codebook:
         if self._codebook is None:
-            msg = CodebookMessage.model_validate_json(self._call("GET", "/v1/parameters/codebook"))
+            raw = self._call("GET", f"/v1/parameters/codebook?method={self.method}")
+            msg = CodebookMessage.model_validate_json(raw)
             self._codebook = Codebook(np.asarray(msg.prototypes, dtype=np.float32),
                                       np.asarray(msg.basis, dtype=np.float32))
         return self._codebook
 
     def parameters(self, recent: list[int]) -> np.ndarray:
         book = self.codebook()
-        body = ParametersRequest(recent=[int(i) for i in recent], encoding="prototype").model_dump_json()
+        body = ParametersRequest(recent=[int(i) for i in recent], method=self.method,
+                                 encoding="prototype").model_dump_json()
         msg = ParametersResponse.model_validate_json(self._call("POST", "/v1/parameters", body))
-        if msg.prototype is None or msg.coefs is None:
-            raise CloudError("/v1/parameters answered without a prototype and coefficients")
+        if msg.prototype is None or msg.coefs is None or msg.method != self.method:
+            raise CloudError(f"/v1/parameters answered without a {self.method} prototype and coefficients")
         return book.decode(np.array([msg.prototype]), np.asarray([msg.coefs], dtype=np.float32))[0]  # (p,)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ Layout (every entry is written atomically, so a folder is either complete or abs
     DIR/llm/              generative recommender checkpoint  (tandem llm sft)
     DIR/srm/              device SRM, SASRec                 (tandem train srm)
     DIR/paramgen/         hypernetwork + Persona codebook    (tandem train paramgen)
+    DIR/duet/             optional multi-layer generator     (tandem train paramgen --edit layers)
     DIR/collab/           LSC4Rec: cached LLM candidates and the collaboratively fine-tuned SRM (tandem train collab)
     DIR/thresholds.json   fusion rule and parameters, request-policy thresholds, fitted on validation users
 
@@ -54,6 +55,11 @@ class Store:
     @property
     def paramgen(self) -> Path:
         return self.root / "paramgen"
+
+    @property
+    def duet(self) -> Path:
+        """Optional: the multi-layer generator (``tandem train paramgen --edit layers``), served as ``duet``."""
+        return self.root / "duet"
 
     @property
     def collab(self) -> Path:

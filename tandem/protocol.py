@@ -101,14 +101,22 @@ class CandidatesResponse(BaseModel):
     cache_hit: bool = False
 
 
+DEVICE_METHODS = ("duet_head", "duet")
+
+
 class ParametersRequest(_Strict):
     recent: History = Field(max_length=MAX_HISTORY, description="the device's most recent items, oldest first")
+    method: Literal["duet_head", "duet"] = Field(
+        "duet_head", description="which generated parameters: duet_head (a low-rank edit of the SRM head) or duet "
+        "(low-rank edits of the last transformer block and the head; needs a store with a duet/ generator)")
     encoding: Literal["prototype", "flat"] = Field(
         "prototype", description="prototype: a Persona prototype id plus edit coefficients (the device holds the "
         "codebook from GET /v1/parameters/codebook); flat: the whole generated head")
 
 
 class ParametersResponse(BaseModel):
+    method: Literal["duet_head", "duet"] = "duet_head"
+    n_params: int | None = None
     encoding: Literal["prototype", "flat"]
     prototype: int | None = None
     coefs: list[float] | None = None

@@ -238,3 +238,50 @@ def test_thresholds_and_server_see_the_same_policy_inputs(built, monkeypatch) ->
                 np.testing.assert_allclose(b[0], a[i], rtol=1e-5, atol=1e-6, err_msg=f.name)
             else:
                 assert a == b, f.name
+
+
+def test_every_device_method_round_trips_through_a_live_server(built, live_store, tmp_path) -> None:
+    import shutil
+
+    import httpx
+    import numpy as np
+
+    from llm_cloud.service.app import create_app
+    from pipelines.cli.main import main
+    from srm_device.adaptation import make_method
+    from srm_device.client import HTTPCloudClient
+    from srm_device.policies import make_policy
+    from srm_device.policies.base import Threshold
+    from srm_device.session import DeviceSession
+    from srm_device.training.checkpoint import load_srm_with_data
+
+    server, root = live_store  # a store without a multi-layer generator: duet is 501 with the fix, a bad name 422
+    resp = httpx.post(f"{server.url}/v1/parameters", json={"recent": [1, 2, 3], "method": "duet"})
+    assert resp.status_code == 501 and "tandem train paramgen --edit layers" in resp.json()["error"]["message"]
+    bad = httpx.get(f"{server.url}/v1/parameters/codebook?method=bogus")
+    assert bad.status_code == 422 and "duet_head, duet" in bad.json()["error"]["message"]
+    store = tmp_path / "store"
+    shutil.copytree(root, store)
+    assert main(["train", "paramgen", "--edit", "layers", "--srm", str(store / "srm"), "--out", str(store / "duet"),
+                 "--epochs", "1", "--recent-k", "5", "--rank", "2", "--n-prototypes", "4", "--edit-dim", "2"]) == 0
+    srm, _, _ = load_srm_with_data(store / "srm")
+    with Live(create_app(store, api_keys=())) as live:
+        for method in ("duet_head", "duet"):
+            client = HTTPCloudClient(live.url, method=method)
+            device = make_method(method, srm, rank=2)
+            session = DeviceSession(srm, device, make_policy("always"), Threshold(-np.inf, 0.0, 1.0), client,
+                                    n_candidates=10, timeout_s=30.0)
+            for item in (1, 2, 3, 4, 5, 6):
+                session.observe(item)
+            static = session.recommend(k=10)
+            assert session.refresh_parameters() and session.rejected_updates == 0, method
+            assert session.payload.shape == (1, device.spec.n_params) and session.payload.abs().sum() > 0
+            adapted = session.recommend(k=10)
+            assert not adapted.degraded and not np.allclose(adapted.srm, static.srm, atol=1e-7), method
+            assert client.traffic.calls[f"/v1/parameters/codebook?method={method}"] == 1
+            # the payload a device decodes is the server's flat parameters through the Persona codebook
+            flat = httpx.post(f"{live.url}/v1/parameters", json={"recent": [2, 3, 4, 5, 6], "method": method,
+                                                                  "encoding": "flat"}).json()
+            assert flat["method"] == method and len(flat["flat"]) == flat["n_params"] == device.spec.n_params
+            client.close()
+            session.close()

@@ -73,14 +73,15 @@ def candidates(body: p.CandidatesRequest, serving: Serving) -> p.CandidatesRespo
     return serving.candidates(body)
 
 
-@v1.post("/parameters", response_model=p.ParametersResponse, summary="Generated SRM head parameters")
+@v1.post("/parameters", response_model=p.ParametersResponse,
+         summary="Generated SRM parameters (head edit, or multi-layer edits)")
 def parameters(body: p.ParametersRequest, serving: Serving) -> p.ParametersResponse:
     return serving.parameters(body)
 
 
 @v1.get("/parameters/codebook", response_model=p.Codebook, summary="The Persona codebook (download once)")
-def codebook(serving: Serving) -> p.Codebook:
-    return serving.codebook()
+def codebook(serving: Serving, method: str = "duet_head") -> p.Codebook:
+    return serving.codebook(method)
 
 
 @v1.get("/items/{item_id}", response_model=p.Item, summary="One catalogue item")

@@ -145,8 +145,9 @@ class TandemServing:
         self.cache = CandidateLRU(cache_size)
         self.metrics = metrics or Metrics()
         self.llm_lock = threading.Lock()
-        book = stack.codebook
-        self._codebook = p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
+        self._codebooks = {name: p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
+                           for name, book in (("duet_head", stack.codebook), ("duet", stack.layer_codebook))
+                           if book is not None}
 
     # --- input checks ---------------------------------------------------------------------------------------------
     def check_items(self, ids: list[int], param: str) -> list[int]:
@@ -178,10 +179,11 @@ class TandemServing:
         return entry
 
     @torch.no_grad()
-    def generated_flat(self, history: list[int]) -> np.ndarray:
-        """(p,) head parameters the generator makes from the last ``recent_k`` items."""
-        recent = torch.tensor([recent_window(history, self.stack.thresholds.recent_k)], dtype=torch.long)  # (1, k)
-        return self.stack.generator(recent)[0].numpy()  # (p,)
+    def generated_flat(self, history: list[int], method: str = "duet_head") -> np.ndarray:
+        """(p,) parameters the method's generator makes from the last items it reads (its ``recent_k``)."""
+        gen, _ = self._generator(method)
+        recent = torch.tensor([recent_window(history, gen.cfg.recent_k)], dtype=torch.long)  # (1, k)
+        return gen(recent)[0].numpy()  # (p,)
 
     def head(self, history: list[int]) -> HeadParams:
         """The head a device would install: generated, then sent as prototype id + edit through the codebook."""
@@ -269,22 +271,39 @@ class TandemServing:
         return p.CandidatesResponse(items=ids.tolist(), scores=scores.tolist(), cold_start=entry.cold_start,
                                     cache_hit=hit)
 
+    def _generator(self, method: str):
+        """The generator and codebook of a device method; 501 naming the fix when this store has none."""
+        if method == "duet":
+            if self.stack.layer_generator is None:
+                raise NotImplementedFeature(
+                    f"this store has no multi-layer generator; train one with `tandem train paramgen --edit layers "
+                    f"--srm {self.stack.store.srm} --out {self.stack.store.duet}` and restart, or ask for "
+                    f"method duet_head", param="method")
+            return self.stack.layer_generator, self.stack.layer_codebook
+        return self.stack.generator, self.stack.codebook
+
     def parameters(self, req: p.ParametersRequest) -> p.ParametersResponse:
-        """Generated head parameters for the device's recent items (DUET), as a Persona prototype + edit or flat."""
+        """Generated parameters for the device's recent items (DUET): the head edit (``duet_head``) or the multi-layer
+        edits (``duet``), as a Persona prototype + edit or flat."""
         recent = self.check_items(req.recent, "recent")
-        flat = self.generated_flat(recent)  # (p,)
-        spec = self.stack.generator.spec
-        out = p.ParametersResponse(encoding=req.encoding, hidden_size=spec.hidden_size, rank=spec.rank)
+        gen, book = self._generator(req.method)
+        flat = self.generated_flat(recent, req.method)  # (p,)
+        spec = gen.spec
+        out = p.ParametersResponse(method=req.method, n_params=int(flat.size), encoding=req.encoding,
+                                   hidden_size=spec.hidden_size, rank=spec.rank)
         if req.encoding == "flat":
             out.flat = flat.astype(np.float64).tolist()
         else:
-            ids, coefs = encode(self.stack.codebook, flat[None])
+            ids, coefs = encode(book, flat[None])
             out.prototype, out.coefs = int(ids[0]), coefs[0].astype(np.float64).tolist()
         return out
 
-    def codebook(self) -> p.Codebook:
-        """The Persona codebook a device downloads once to decode prototype updates."""
-        return self._codebook
+    def codebook(self, method: str = "duet_head") -> p.Codebook:
+        """The Persona codebook of a device method, which a device downloads once to decode prototype updates."""
+        if method not in p.DEVICE_METHODS:
+            raise InvalidInput(f"method must be one of {', '.join(p.DEVICE_METHODS)}, got {method!r}", param="method")
+        self._generator(method)  # 501 when the store lacks it
+        return self._codebooks[method]
 
     def item(self, item_id: int) -> p.Item:
         cat = self.stack.dataset.catalogue

@@ -2,7 +2,8 @@
 
 The stack is the cloud LLM (behind a backend), the device SRM the server runs for thin clients (``srm/``, or the
 LSC4Rec collaboratively fine-tuned ``collab/srm/`` when ``thresholds.json`` chose it, arXiv 2502.08667), the parameter
-generator with its Persona codebook, the dataset (catalogue and users' histories) and the fitted fusion and
+generator with its Persona codebook (and, when the store has a ``duet/`` folder, the multi-layer generator with
+its own codebook), the dataset (catalogue and users' histories) and the fitted fusion and
 request-policy numbers, and optionally the ThinkRec reasoning model (arXiv 2505.15091) that writes reasoning traces
 (``--thinkrec DIR``, or ``<store>/thinkrec`` when it holds a built model). Anything missing or corrupt is a
 :class:`~tandem.errors.TandemError` whose message names the file and the fix, so ``tandem serve`` can print it in
@@ -11,6 +12,7 @@ one line and ``/readyz`` can answer it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from tandem.data.dataset import SequenceDataset
 from tandem.errors import TandemError
 
 if TYPE_CHECKING:
+    from llm_cloud.paramgen.layers import LayerEditGenerator
     from llm_cloud.thinkrec.serve import Reasoner
 
 THINKREC = "thinkrec"  # the store's default ThinkRec folder
@@ -46,6 +49,8 @@ class Stack:
     policy: RequestPolicy
     threshold: Threshold
     reasoner: Reasoner | None = None
+    layer_generator: LayerEditGenerator | None = None  # the store's optional duet/ folder
+    layer_codebook: Codebook | None = None
 
     @property
     def n_items(self) -> int:
@@ -104,8 +109,18 @@ def _load(store: Store, backend: str, backend_options: dict) -> Stack:
                           f"{_fix(store)}")
     pt = th.thresholds[th.policy][f"{th.request_ratio:g}"]
     params = FusionParams(Platt(*th.srm_platt), Platt(*th.llm_platt), th.alpha)
-    return Stack(store, th, llm, srm, gen, book, ds, params, make_policy(th.policy),
-                 Threshold(pt.tau, pt.p_tie, pt.ratio))
+    stack = Stack(store, th, llm, srm, gen, book, ds, params, make_policy(th.policy),
+                  Threshold(pt.tau, pt.p_tie, pt.ratio))
+    if (store.duet / "config.json").is_file():
+        from llm_cloud.paramgen.layers import load_layer_generator
+
+        layer_meta = json.loads((store.duet / "config.json").read_text())
+        if (layer_meta.get("n_items") != ds.n_items or layer_meta.get("hidden_size") != srm.config.hidden_size
+                or layer_meta.get("inner_size") != getattr(srm.config, "inner_size", None)):
+            raise TandemError(f"{store.duet} was trained for another SRM; retrain it with `tandem train paramgen "
+                              f"--edit layers --srm {store.srm} --out {store.duet}`, or remove it")
+        stack.layer_generator, stack.layer_codebook = load_layer_generator(store.duet, ds.n_items)
+    return stack
 
 
 def thinkrec_folder(store: Store, thinkrec: str | Path | None) -> Path | None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from pipelines.cli.common import add_parser, checked_config
+from pipelines.cli.common import add_parser, as_user_error, checked_config
 from tandem.config import add_dataclass_arguments
 from tandem.data.options import add_dataset_arguments, load_dataset, options_from_args
 from tandem.data.protocols import add_split_arguments
@@ -46,6 +46,19 @@ def _train_paramgen(args: argparse.Namespace) -> int:
     from pipelines.train_paramgen import train_paramgen
 
     cfg = checked_config(ParamGenConfig, args)
+    if args.edit == "layers":
+        from pipelines.train_paramgen import train_layer_generator
+
+        try:
+            report = train_layer_generator(args.srm, args.out, cfg, overwrite=args.overwrite)
+        except ValueError as exc:
+            raise as_user_error(exc) from None
+        best = report["best_valid"]
+        print(f"multi-layer generator: best validation ndcg@10 {best['ndcg@10']:.4f} (epoch {report['best_epoch'] + 1}"
+              f" of {report['epochs_run']}), {report['n_params']:,} parameters per update "
+              f"({report['full_layer_params']:,} for the edited layers whole)")
+        print(f"parameter generator: {args.out}", file=sys.stderr)
+        return 0
     report = train_paramgen(args.srm, args.out, cfg, overwrite=args.overwrite)
     rows = report["test"]
     print(f"{'test':<12}{'ndcg@10':>10}{'hr@10':>10}")
@@ -99,6 +112,10 @@ def _paramgen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--srm", required=True, metavar="DIR", help="trained SRM checkpoint (`tandem train srm --out`)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumed if it holds a run)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+    p.add_argument("--edit", choices=("head", "layers"), default="head",
+                   help="what the generator edits: the head (served as duet_head), or the last transformer block's "
+                        "attention output and second feed-forward layer plus the head (duet; SASRec only; put it in "
+                        "the store's duet/ folder to serve it) (default: head)")
     add_dataclass_arguments(p.add_argument_group("parameter generator"), ParamGenConfig)
 
 
