@@ -63,13 +63,14 @@ class HTTPCloudClient:
         content = body.encode() if body is not None else None
         resp = self.http.request(method, route, content=content,
                                  headers={"content-type": "application/json"} if content else None)
-        self.traffic.add(route, len(content or b""), len(resp.content), 1000 * (time.perf_counter() - t0))
+        path = route.split("?")[0]  # traffic is counted per route, whatever the query
+        self.traffic.add(path, len(content or b""), len(resp.content), 1000 * (time.perf_counter() - t0))
         if resp.status_code >= 400:
             try:
                 message = resp.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = resp.text[:200]
-            raise CloudError(f"{route}: HTTP {resp.status_code}: {message}")
+            raise CloudError(f"{path}: HTTP {resp.status_code}: {message}")
         return resp.content
 
     def candidates(self, history: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:

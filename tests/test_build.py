@@ -278,7 +278,7 @@ def test_every_device_method_round_trips_through_a_live_server(built, live_store
             assert session.payload.shape == (1, device.spec.n_params) and session.payload.abs().sum() > 0
             adapted = session.recommend(k=10)
             assert not adapted.degraded and not np.allclose(adapted.srm, static.srm, atol=1e-7), method
-            assert client.traffic.calls[f"/v1/parameters/codebook?method={method}"] == 1
+            assert client.traffic.calls["/v1/parameters/codebook"] == 1
             # the payload a device decodes is the server's flat parameters through the Persona codebook
             flat = httpx.post(f"{live.url}/v1/parameters", json={"recent": [2, 3, 4, 5, 6], "method": method,
                                                                   "encoding": "flat"}).json()
