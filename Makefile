@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-vllm lint clean
+.PHONY: demo test test-vllm browser-deps lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ test-vllm:
 	fi; \
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_NUM_OF_RESERVED_CPU=0 $(VLLM_VENV)/bin/python -m pytest -q \
 	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py tests/test_thinkrec_vllm.py
+
+# Debian's Chromium and its driver, for the web page's browser tests (tests/test_ui_browser.py skips without them).
+# Needs root or sudo. No test tool downloads a browser of its own.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "browser-deps: $$(chromium --version 2>/dev/null | tail -1) and its driver are installed"; \
+	else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -29,9 +29,9 @@ from srm_device.persona import Codebook
 from srm_device.policies import POLICIES, PolicyInputs, make_policy
 from srm_device.scoring import candidate_logits, llm_mass, policy_inputs, recent_window, user_vectors
 from tandem.data.split import EvalCase
+from tandem.protocol import ITEM_ID_BYTES, list_bytes
 
 MISS = 10**9
-ID_BYTES, SCORE_BYTES = 4, 4  # int32 item id, float32 score on the wire
 RATIOS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -146,8 +146,8 @@ def evaluate_device(srm: SequentialRecommender, source: CandidateSource, valid: 
 
     fresh_rank = rule_ranks(tv, rule)
     stale_rank = rule_ranks(tv, rule, stale=True)
-    up = ID_BYTES * np.minimum(tv.hist_len, srm.config.max_len)
-    down = (ID_BYTES + SCORE_BYTES) * cfg.n_candidates
+    up = ITEM_ID_BYTES * np.minimum(tv.hist_len, srm.config.max_len)  # request_bytes, per user
+    down = list_bytes(cfg.n_candidates)
     p_valid = view_policy_inputs(vv, srm)
     p_test = view_policy_inputs(tv, srm)
     out["policies"] = {}

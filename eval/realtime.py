@@ -41,8 +41,8 @@ from srm_device.adaptation import make_method
 from srm_device.adaptation.retrain import DeviceRetrainer, RetrainConfig
 from srm_device.persona import FLOAT32, Codebook
 from srm_device.scoring import recent_window
+from tandem.protocol import ITEM_ID_BYTES
 
-ID_BYTES = 4  # an item id sent up, int32
 BATCH = 4096  # rows scored at once
 
 
@@ -163,7 +163,7 @@ def _method_vectors(models: CloudModels, split) -> tuple[dict, dict, dict]:
         recent = _recent(test.histories, k)  # (m, k)
         at_cut = _recent([h[: cut_of[int(u)]] for h, u in zip(test.histories, test.users)], k)  # (m, k)
         head = make_method("duet_head", srm, rank=gen.spec.rank)
-        sent = {"up": ID_BYTES * k, "full_layers": FLOAT32 * gen.spec.full_params}
+        sent = {"up": ITEM_ID_BYTES * k, "full_layers": FLOAT32 * gen.spec.full_params}
         plan += [("duet_head", head, lambda rows: gen(recent[rows]), sent),
                  ("duet_head_at_cut", head, lambda rows: gen(at_cut[rows]), {**sent, "updates": "once"})]
         if models.book is not None:
@@ -175,7 +175,7 @@ def _method_vectors(models: CloudModels, split) -> tuple[dict, dict, dict]:
         layer_gen, layer_book = models.layer_gen
         spec = layer_gen.spec
         recent_l = _recent(test.histories, layer_gen.cfg.recent_k)  # (m, k)
-        sent = {"up": ID_BYTES * layer_gen.cfg.recent_k, "full_layers": FLOAT32 * spec.full_layer_params()}
+        sent = {"up": ITEM_ID_BYTES * layer_gen.cfg.recent_k, "full_layers": FLOAT32 * spec.full_layer_params()}
         options = {"rank": spec.rank, "layers": spec.layers}
         plan += [("duet", make_method("duet", srm, **options), lambda rows: layer_gen(recent_l[rows]), sent),
                  ("persona", make_method("persona", srm, codebook=layer_book, **options),

@@ -37,13 +37,16 @@ class CandidateList:
 
 @dataclass
 class Ranked:
-    """The top ``k``: item ids (k,), fused (k,), SRM (k,) and LLM scores (k,; None over the whole catalogue)."""
+    """The top ``k``: item ids (k,), fused (k,), SRM (k,) and LLM scores (k,; None over the whole catalogue).
+    ``pool_srm`` and ``pool_fused`` (c,) score the whole candidate list in its own (the LLM's) order."""
 
     items: np.ndarray
     fused: np.ndarray
     srm: np.ndarray
     llm: np.ndarray | None
     fusion: str  # the rule that ranked them; "srm" over the whole catalogue
+    pool_srm: np.ndarray | None = None
+    pool_fused: np.ndarray | None = None
 
 
 @dataclass
@@ -68,7 +71,7 @@ def rank_list(model: SequentialRecommender, user: torch.Tensor, cand: CandidateL
     with timer("fusion"):
         fused = fuse_list(rule, params, cand.scores, srm)  # (c,)
         order = top_k(fused, k)
-    return Ranked(cand.ids[order], fused[order], srm[order], np.asarray(cand.scores)[order], rule)
+    return Ranked(cand.ids[order], fused[order], srm[order], np.asarray(cand.scores)[order], rule, srm, fused)
 
 
 def rank_catalogue(model: SequentialRecommender, user: torch.Tensor, k: int, timer: Timer = _no_timer) -> Ranked:

@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_HISTORY = 200  # items per request; longer histories are refused (the models read at most 50)
 MAX_K = 100  # items per recommendation / candidate list
 MAX_BODY_BYTES = 64 * 1024  # request bodies above this are refused with 413
+MAX_SEARCH = 50  # items per catalogue search
+ITEM_ID_BYTES, SCORE_BYTES = 4, 4  # a device's binary wire format: int32 item id, float32 score
+
+
+def request_bytes(history_len: int, max_len: int) -> int:
+    """Bytes a device sends up to ask for a candidate list: the ids of its newest ``max_len`` items."""
+    return ITEM_ID_BYTES * min(history_len, max_len)
+
+
+def list_bytes(n: int) -> int:
+    """Bytes of a candidate list coming down: an id and an LLM score per item."""
+    return (ITEM_ID_BYTES + SCORE_BYTES) * n
 
 
 class _Strict(BaseModel):
@@ -31,6 +43,8 @@ class RecommendRequest(_Strict):
     k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
     reasoning: bool = Field(False, description="also return a reasoning trace for the top item (needs a reasoning "
                             "model: the server runs with `tandem serve --thinkrec DIR`; 501 otherwise)")
+    candidates: bool = Field(False, description="also return the whole candidate list that was ranked, in the LLM's "
+                             "order, with every item's scores (what the web page shows side by side)")
 
     @model_validator(mode="after")
     def _one_source(self) -> RecommendRequest:
@@ -57,10 +71,29 @@ class RecommendedItem(BaseModel):
     srm_score: float = Field(description="the device SRM's logit for the item")
 
 
+class CandidateItem(RecommendedItem):
+    static_srm_score: float = Field(description="the SRM's logit without the generated parameters, to show how they "
+                                    "change the order")
+
+
+class WireBytes(BaseModel):
+    """What a device would exchange with the cloud for this step, in the binary wire format (int32 ids, float32
+    scores; Persona updates as a prototype id and float16 coefficients)."""
+
+    up: int = Field(description="history ids sent with a list request (0 when the cached list was kept)")
+    down: int = Field(description="the candidate list received (0 when the cached list was kept)")
+    parameters: int = Field(description="one Persona parameter update (prototype id + coefficients)")
+
+
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     fusion: str
     decision: Decision
+    candidates: list[CandidateItem] | None = Field(
+        None, description="with `candidates: true`: the ranked list in the LLM's order (None when the SRM ranked the "
+        "whole catalogue because no list could be had)")
+    wire_bytes: WireBytes | None = None
+    notes: list[str] = Field(default_factory=list, description="why the answer is degraded, when it is")
     reasoning: str | None = Field(None, description="with `reasoning: true`: `<top item's title>: <trace>`, the "
                                   "ThinkRec model's reasoning on why the user would enjoy the top item")
     timings_ms: dict[str, float] = Field(description="per stage: parameters, srm, policy, llm, fusion, total (and "
@@ -135,6 +168,43 @@ class Item(BaseModel):
     raw_id: str
     title: str
     text: dict[str, str] = Field(default_factory=dict)
+
+
+class ItemSummary(BaseModel):
+    item_id: int
+    title: str
+
+
+class ItemSearchResponse(BaseModel):
+    items: list[ItemSummary] = Field(description="matching items, best match first (title prefix, then word prefix, "
+                                     "then substring; ties by id)")
+    total: int = Field(description="how many items match in all")
+
+
+class User(BaseModel):
+    user_id: int
+    history: list[ItemSummary] = Field(description="what `user_id` recommends from, oldest first")
+    next_item: ItemSummary | None = Field(None, description="the item the user chose next (held out of the history)")
+
+
+class StoreInfo(BaseModel):
+    """What the service runs: the store's manifest (stages, versions, measured summaries) and the loaded parts."""
+
+    root: str
+    dataset: str | None = None
+    n_users: int
+    n_items: int
+    fusion: str
+    policy: str
+    request_ratio: float
+    n_candidates: int
+    staleness: int
+    device_methods: list[str] = Field(description="generated-parameter methods this store serves")
+    reasoning: bool = Field(description="a ThinkRec reasoning model is loaded (POST /v1/explain works)")
+    stages: dict[str, dict] = Field(default_factory=dict, description="per built stage: hash, seconds, finished_at, "
+                                    "summary")
+    versions: dict[str, str] = Field(default_factory=dict)
+    total_seconds: float | None = None
 
 
 class ErrorBody(BaseModel):

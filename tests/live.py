@@ -47,8 +47,8 @@ class Live:
 
 @contextmanager
 def serve_process(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-                  timeout: float = 240) -> Iterator[str]:
-    """Run ``cmd`` (listening on 127.0.0.1:``port``, output to ``log``), yield its URL once ``/health`` answers 200,
+                  timeout: float = 240, health: str = "/health") -> Iterator[str]:
+    """Run ``cmd`` (listening on 127.0.0.1:``port``, output to ``log``), yield its URL once ``health`` answers 200,
     and stop its whole process group afterwards. The test fails with the log's tail if it exits or stays unhealthy."""
     import httpx
     import pytest
@@ -63,7 +63,7 @@ def serve_process(cmd: list[str], port: int, log: Path, env: dict[str, str] | No
             if proc.poll() is not None:
                 pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{health}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -219,6 +219,61 @@ def test_items_health_ready_metrics_docs(client) -> None:
     assert value("tandem_llm_generations_total") >= 1
 
 
+def test_search_users_store_and_the_page(client, live) -> None:
+    found = client.get("/v1/items", params={"q": "movie 1", "limit": 5}).json()
+    # "Movie 1" and "Movie 10".."Movie 19" contain "movie 1": 11 in all, the exact prefix ties broken by id
+    assert found["total"] == 11 and [it["item_id"] for it in found["items"]] == [1, 10, 11, 12, 13]
+    assert all(it["title"] == f"Movie {it['item_id']}" for it in found["items"])
+    assert client.get("/v1/items", params={"q": "  MOVIE   7 "}).json()["items"] == [{"item_id": 7,
+                                                                                     "title": "Movie 7"}]
+    assert client.get("/v1/items", params={"q": "zzz"}).json() == {"items": [], "total": 0}
+    assert_error(client.get("/v1/items", params={"q": "   "}), 422, "q", "empty query")
+    assert_error(client.get("/v1/items", params={"q": "m", "limit": 51}), 422, "limit")
+    assert_error(client.get("/v1/items"), 422, "q")
+    seq = live.app.state.serving.stack.dataset.sequences[2]
+    user = client.get("/v1/users/2").json()
+    assert [it["item_id"] for it in user["history"]] == [int(i) for i in seq[:-1]]
+    assert user["next_item"] == {"item_id": int(seq[-1]), "title": f"Movie {int(seq[-1])}"}
+    assert_error(client.get("/v1/users/30"), 404, "user_id", "users 0..29")
+    info = client.get("/v1/store").json()
+    assert info["n_users"] == 30 and info["n_items"] == N_ITEMS and info["policy"] == "lsc4rec"
+    assert info["n_candidates"] == N_CANDIDATES and info["device_methods"] == ["duet_head"]
+    assert info["reasoning"] is False and info["stages"] == {}
+    # the page: / redirects to /ui/, which serves the static files; they call only this server
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/ui/"
+    page = client.get("/ui/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="app.js"' in page.text and "http" not in page.text.split("<body>")[0]
+    js = client.get("/ui/app.js")
+    assert js.status_code == 200 and "/v1/recommend" in js.text and "https://" not in js.text
+    assert client.get("/ui/style.css").status_code == 200
+    assert_error(client.get("/ui/nothing.js"), 404)
+
+
+def test_recommend_returns_the_pool_and_the_wire_bytes(client, live) -> None:
+    h = [3, 4, 5, 6]
+    body = client.post("/v1/recommend", json={"history": h, "k": 4, "candidates": True}).json()
+    check_recommendation(body, 4)
+    pool = body["candidates"]
+    assert len(pool) == N_CANDIDATES and len({c["item_id"] for c in pool}) == N_CANDIDATES
+    llm = [c["llm_score"] for c in pool]
+    assert llm == sorted(llm, reverse=True)  # the LLM's own order
+    by_fused = sorted(pool, key=lambda c: -c["score"])[:4]
+    assert [c["item_id"] for c in by_fused] == [it["item_id"] for it in body["items"]]
+    fused = {it["item_id"]: it for it in body["items"]}
+    for c in pool:
+        if c["item_id"] in fused:
+            assert c["srm_score"] == pytest.approx(fused[c["item_id"]]["srm_score"], abs=1e-6)
+    # the served SRM reads generated parameters; without them (static) the logits differ
+    assert any(abs(c["srm_score"] - c["static_srm_score"]) > 1e-6 for c in pool)
+    book = live.app.state.serving.stack.codebook
+    assert body["wire_bytes"] == {"up": 4 * len(h), "down": 8 * N_CANDIDATES, "parameters": book.update_bytes()}
+    again = client.post("/v1/recommend", json={"history": h, "k": 4}).json()
+    assert again["candidates"] is None and again["wire_bytes"]["up"] == again["wire_bytes"]["down"] == 0
+    assert again["notes"] == []
+
+
 BAD_INPUTS = [
     ("malformed JSON", "/v1/recommend", b'{"user_id": ', 400, "body"),
     ("not an object", "/v1/recommend", b"[1, 2]", 422, "body"),

@@ -36,6 +36,8 @@ def test_wheel_installs_and_runs_from_a_fresh_venv(tmp_path: Path) -> None:
     wheel = next((tmp_path / "dist").glob("tandem_rec-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"pipelines/configs/sft_tiny.yaml", "pipelines/configs/sft_smollm.yaml", "pipelines/cli/main.py"} <= names
+    ui = {f"llm_cloud/service/ui/{name}" for name in ("index.html", "app.js", "style.css")}
+    assert ui <= names  # the web page ships in the package
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
 
     venv = tmp_path / "venv"
@@ -51,6 +53,9 @@ def test_wheel_installs_and_runs_from_a_fresh_venv(tmp_path: Path) -> None:
                  "print(tandem.__file__); print(configs.resolve('sft_tiny'))", cwd=tmp_path, env=env).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where  # from the wheel, not the checkout
     assert "profile: tiny" in Path(where[1]).read_text()
+    page = _run(py, "-c", "from llm_cloud.service.app import UI_DIR; print(UI_DIR / 'index.html')", cwd=tmp_path,
+                env=env).stdout.strip()
+    assert Path(page).is_relative_to(site) and "app.js" in Path(page).read_text()
     tandem = venv / "bin" / "tandem"
     assert "usage: tandem" in _run(tandem, "--help", cwd=tmp_path, env=env).stdout
     assert "--artifacts" in _run(tandem, "serve", "--help", cwd=tmp_path, env=env).stdout

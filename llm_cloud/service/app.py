@@ -1,9 +1,10 @@
 """The FastAPI app: ``create_app(store_dir)``.
 
 The handlers (:class:`~llm_cloud.service.serving.TandemServing`) are built in the lifespan and kept on ``app.state``.
-If the store cannot be loaded the app still starts: ``/healthz`` answers, ``/readyz`` answers 503 with the reason, and
-``/v1`` routes answer 503 in the error shape. Every error, whatever raised it, leaves in the one shape
-``{"error": {"message", "type", "param", "code"}}``.
+The web page is served at ``/ui/`` (``/`` redirects there) from the static files in ``ui/``; it calls the same
+``/v1`` routes as any client. If the store cannot be loaded the app still starts: ``/healthz`` answers, ``/readyz``
+answers 503 with the reason, and ``/v1`` routes answer 503 in the error shape. Every error, whatever raised it,
+leaves in the one shape ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_cloud.service.auth import check_key, keys_from_env
@@ -28,6 +30,7 @@ from llm_cloud.service.stack import Stack, load_stack
 from tandem import __version__
 from tandem.protocol import MAX_BODY_BYTES
 
+UI_DIR = Path(__file__).with_name("ui")  # the web page: plain HTML, CSS and JavaScript, shipped in the package
 STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                 405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request_error"}
 
@@ -73,6 +76,12 @@ def create_app(store_dir: str | Path | None = None, backend: str = "transformers
     app.state.serving, app.state.load_error = None, None
     app.include_router(ops)
     app.include_router(v1)
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware, api_keys=keys_from_env() if api_keys is None else tuple(api_keys))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the guard's refusals too

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from llm_cloud.service.errors import Unavailable, error_payload
@@ -82,6 +82,24 @@ def parameters(body: p.ParametersRequest, serving: Serving) -> p.ParametersRespo
 @v1.get("/parameters/codebook", response_model=p.Codebook, summary="The Persona codebook (download once)")
 def codebook(serving: Serving, method: str = "duet_head") -> p.Codebook:
     return serving.codebook(method)
+
+
+@v1.get("/items", response_model=p.ItemSearchResponse, summary="Search the catalogue by title")
+def search_items(serving: Serving, q: Annotated[str, Query(min_length=1, max_length=200, description="part of a "
+                                                       "title, case-insensitive")],
+                 limit: Annotated[int, Query(ge=1, le=p.MAX_SEARCH, description="most items returned")] = 10,
+                 ) -> p.ItemSearchResponse:
+    return serving.search(q, limit)
+
+
+@v1.get("/users/{user_id}", response_model=p.User, summary="A known user's history, with titles")
+def user(user_id: int, serving: Serving) -> p.User:
+    return serving.user(user_id)
+
+
+@v1.get("/store", response_model=p.StoreInfo, summary="What is built and served: manifest, stages, settings")
+def store(serving: Serving) -> p.StoreInfo:
+    return serving.store_info()
 
 
 @v1.get("/items/{item_id}", response_model=p.Item, summary="One catalogue item")

@@ -38,7 +38,7 @@ from llm_cloud.service.metrics import Metrics
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
 from srm_device.ranking import CandidateList, rank_step
-from srm_device.scoring import recent_window, user_vector
+from srm_device.scoring import candidate_logits, recent_window, user_vector
 from tandem import protocol as p
 
 if TYPE_CHECKING:
@@ -230,14 +230,29 @@ class TandemServing:
             r = step.ranked
             items = [self._item(int(r.items[i]), float(r.fused[i]), None if r.llm is None else float(r.llm[i]),
                                 float(r.srm[i])) for i in range(len(r.items))]
-            fusion = r.fusion
+            pool = self._pool(history, step) if req.candidates else None
             reasoning = None
             if reasoner is not None:
                 with t("reasoning"), _reasoning_errors("reasoning"):
                     reasoning = reasoner.recommend_trace(st.srm, history, [it.item_id for it in items],
                                                          [it.title for it in items])
-        return p.RecommendResponse(items=items, fusion=fusion, decision=decision, reasoning=reasoning,
-                                   timings_ms=t.ms)
+        sent = step.requested and not step.degraded
+        wire = p.WireBytes(up=p.request_bytes(len(history), st.srm.config.max_len) if step.requested else 0,
+                           down=p.list_bytes(need) if sent else 0, parameters=st.codebook.update_bytes())
+        return p.RecommendResponse(items=items, fusion=r.fusion, decision=decision, candidates=pool,
+                                   wire_bytes=wire, notes=step.notes, reasoning=reasoning, timings_ms=t.ms)
+
+    @torch.no_grad()
+    def _pool(self, history: list[int], step) -> list[p.CandidateItem] | None:
+        """The ranked candidate list in the LLM's order, each item with its fused, LLM, SRM and static-SRM scores."""
+        r, cand = step.ranked, step.candidates
+        if cand is None or r.pool_srm is None:
+            return None
+        static = candidate_logits(self.stack.srm, user_vector(self.stack.srm, history), cand.ids)  # (c,)
+        title = self.stack.dataset.catalogue.title
+        return [p.CandidateItem(item_id=int(i), title=title(int(i)), score=float(f), llm_score=float(lp),
+                                srm_score=float(s), static_srm_score=float(s0))
+                for i, f, lp, s, s0 in zip(cand.ids, r.pool_fused, cand.scores, r.pool_srm, static)]
 
     def explain(self, req: p.ExplainRequest) -> p.ExplainResponse:
         """The ThinkRec model's reasoning on whether the user of ``history`` would enjoy ``item_id``, with its
@@ -311,3 +326,33 @@ class TandemServing:
             raise NotFound(f"unknown item id {item_id}; valid ids are 1..{cat.n_items}", param="item_id")
         text = {name: values[item_id] for name, values in cat.fields.items() if values[item_id]}
         return p.Item(item_id=item_id, raw_id=str(cat.raw_ids[item_id]), title=cat.title(item_id), text=text)
+
+    def search(self, q: str, limit: int) -> p.ItemSearchResponse:
+        """Catalogue items whose title contains ``q`` (the page's autocomplete)."""
+        if not q.strip():
+            raise InvalidInput("q must name part of a title, got an empty query", param="q")
+        cat = self.stack.dataset.catalogue
+        ids, total = cat.search(q, limit)
+        return p.ItemSearchResponse(items=[p.ItemSummary(item_id=i, title=cat.title(i)) for i in ids], total=total)
+
+    def user(self, user_id: int) -> p.User:
+        """A known user's history (what ``user_id`` recommends from) and the item they chose next."""
+        history = self.user_history(user_id)
+        title = self.stack.dataset.catalogue.title
+        nxt = int(self.stack.dataset.sequences[user_id][-1]) if len(self.stack.dataset.sequences[user_id]) else None
+        return p.User(user_id=user_id, history=[p.ItemSummary(item_id=i, title=title(i)) for i in history],
+                      next_item=None if nxt is None else p.ItemSummary(item_id=nxt, title=title(nxt)))
+
+    def store_info(self) -> p.StoreInfo:
+        """The manifest of the served store and what this server loaded from it."""
+        st, th = self.stack, self.stack.thresholds
+        try:
+            manifest = st.store.read_manifest()
+        except Exception:  # noqa: BLE001 - the store loaded; a manifest that went bad since only loses the summaries
+            manifest = {}
+        return p.StoreInfo(root=str(st.store.root), dataset=manifest.get("dataset") or st.dataset.name,
+                           n_users=st.dataset.n_users, n_items=st.n_items, fusion=th.fusion, policy=th.policy,
+                           request_ratio=th.request_ratio, n_candidates=th.n_candidates, staleness=th.staleness,
+                           device_methods=list(self._codebooks), reasoning=st.reasoner is not None,
+                           stages=manifest.get("stages", {}), versions=manifest.get("versions", {}),
+                           total_seconds=manifest.get("total_seconds"))

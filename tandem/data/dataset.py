@@ -30,6 +30,21 @@ class Catalogue:
             return self.raw_ids[item]
         return self.fields[self.title_field][item]
 
+    def search(self, query: str, limit: int) -> tuple[list[int], int]:
+        """Items whose title contains ``query`` (case-insensitive): the best ``limit`` ids and how many match.
+        Best first: the title starts with the query, then a word of it does, then anywhere; ties by id."""
+        q = " ".join(query.lower().split())
+        if not q:
+            return [], 0
+        hits = []
+        for item in range(1, self.n_items + 1):
+            title = " ".join(self.title(item).lower().split())
+            at = title.find(q)
+            if at >= 0:
+                hits.append((0 if at == 0 else 1 if title[at - 1] in " ([-'\"" else 2, item))
+        hits.sort()
+        return [item for _, item in hits[:limit]], len(hits)
+
     def text(self, item: int) -> str:
         """All text fields of an item joined, title first (for embeddings and prompts)."""
         names = sorted(self.fields, key=lambda n: n != self.title_field)
