@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 
 # The service over the embedded default store (built into $TANDEM_HOME/artifacts on first run, then reused).
 demo: $(VENV)/.installed
-	@echo "When the server says it is running, try (from another shell):"
+	@echo "When the server says it is running, open http://127.0.0.1:8000/ in a browser, or try (from another shell):"
 	@echo "  curl -s -X POST http://127.0.0.1:8000/v1/recommend -H 'content-type: application/json' -d '{\"user_id\": 0, \"k\": 5}'"
 	$(BIN)/tandem serve
 

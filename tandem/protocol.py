@@ -199,6 +199,8 @@ class StoreInfo(BaseModel):
     request_ratio: float
     n_candidates: int
     staleness: int
+    max_history: int = Field(MAX_HISTORY, description="longest history a request may send (send the newest items)")
+    max_k: int = Field(MAX_K, description="most items per recommendation")
     device_methods: list[str] = Field(description="generated-parameter methods this store serves")
     reasoning: bool = Field(description="a ThinkRec reasoning model is loaded (POST /v1/explain works)")
     stages: dict[str, dict] = Field(default_factory=dict, description="per built stage: hash, seconds, finished_at, "

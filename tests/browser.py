@@ -3,7 +3,7 @@
 Nothing is downloaded: the browser and its driver are the system packages (``make browser-deps`` installs them).
 Also a command that screenshots the page of a running server, for the docs::
 
-    python -m tests.browser --url http://127.0.0.1:8000 --user 0 --out docs/images/ui.png
+    python -m tests.browser --url http://127.0.0.1:8000 --user 0 --steps 2 --out docs/images/ui.png
 """
 
 from __future__ import annotations
@@ -60,14 +60,17 @@ def full_page_png(driver, out: Path) -> Path:
     height = driver.execute_script("return document.documentElement.scrollHeight")
     width = driver.get_window_size()["width"]
     driver.set_window_size(width, min(int(height) + 120, 6000))
+    driver.execute_script("window.scrollTo(0, 0)")
     out.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(out))
     return out
 
 
-def screenshot_recommendation(url: str, user: int, out: Path, k: int = 10) -> Path:
-    """Open the page, load ``user``, recommend ``k`` and save the screenshot (what the docs show)."""
+def screenshot_recommendation(url: str, user: int, out: Path, k: int = 10, steps: int = 1) -> Path:
+    """Open the page, load ``user``, recommend ``k``, take ``steps`` device steps (each adds the first choice: the
+    user's real next item, then the top recommendation) and save the screenshot (what the docs show)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     with tempfile.TemporaryDirectory() as profile:
         driver = start_chromium(Path(profile), 1360, 1000)
@@ -85,6 +88,11 @@ def screenshot_recommendation(url: str, user: int, out: Path, k: int = 10) -> Pa
             driver.find_element(By.ID, "recommend").click()
             wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#list-fused li")) == k, 300,
                      what="the recommendation")
+            for n in range(1, steps + 1):
+                Select(driver.find_element(By.ID, "next-item")).select_by_index(0)
+                driver.find_element(By.ID, "step").click()
+                wait_for(driver, lambda d, n=n: len(d.find_elements(By.CSS_SELECTOR, "#steps tbody tr")) == n, 300,
+                         what=f"device step {n}")
             return full_page_png(driver, out)
         finally:
             driver.quit()
@@ -96,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
     parser.add_argument("--user", type=int, default=0, help="known user to load (default: 0)")
     parser.add_argument("--k", type=int, default=10, help="items to recommend (default: 10)")
+    parser.add_argument("--steps", type=int, default=1, help="device steps after the recommendation (default: 1)")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     args = parser.parse_args(argv)
-    print(screenshot_recommendation(args.url.rstrip("/"), args.user, args.out, args.k))
+    print(screenshot_recommendation(args.url.rstrip("/"), args.user, args.out, args.k, args.steps))
     return 0
 
 

@@ -460,6 +460,24 @@ def test_candidate_cache_is_bounded_lru() -> None:
     cache.put((3,), entry)
     assert len(cache) == 2 and cache.get((1, 2), 2) is None and cache.get((1,), 3) is None
     assert cache.stale((1, 5, 6), 2, staleness=2) is entry and cache.stale((1, 5, 6, 7), 2, staleness=2) is None
+    # keyed by the LLM's window (2 items here): same newest items, same list; a sliding window finds its prefix
+    windowed = CandidateLRU(4, window=2)
+    windowed.put((7, 1, 2), entry)
+    assert windowed.get((9, 1, 2), 2) is entry and windowed.get((1, 2), 2) is entry and windowed.get((2,), 2) is None
+    assert windowed.stale((1, 2, 3), 2, staleness=1) is entry and windowed.stale((2, 3, 4), 2, staleness=1) is None
+    with pytest.raises(ValueError, match="window"):
+        CandidateLRU(2, window=0)
+
+
+def test_a_client_sending_its_newest_items_still_meets_its_cached_list(client, live) -> None:
+    window = live.app.state.serving.cache.window
+    assert window == 10  # the tiny LLM's max_items
+    long = [1 + (i * 7) % N_ITEMS for i in range(200)]
+    first = client.post("/v1/recommend", json={"history": long, "k": 3}).json()["decision"]
+    assert first["requested"]
+    # one new item, the oldest dropped to stay at 200: the list cached for the previous newest items is judged
+    slid = client.post("/v1/recommend", json={"history": long[1:] + [5], "k": 3}).json()["decision"]
+    assert slid["score"] is not None and slid["threshold"] == 0.0
 
 
 def test_unexpected_error_is_500_in_the_shape(client, live, monkeypatch) -> None:

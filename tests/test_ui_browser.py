@@ -229,6 +229,25 @@ def test_search_by_keyboard_and_a_bad_history_shows_the_api_error(driver, server
     full_page_png(driver, shots / "06_bad_history.png")
 
 
+def test_a_long_history_sends_its_newest_items(driver, server, api, shots) -> None:
+    open_page(driver, server)
+    ids = [1 + (i * 3) % N_ITEMS for i in range(205)]
+    type_into(driver, "ids", ", ".join(map(str, ids)))
+    driver.find_element(By.ID, "use-ids").click()
+    wait_for(driver, lambda d: len(history_ids(d)) == 205, what="the typed history")
+    assert "The newest 200 are sent." in driver.find_element(By.ID, "history-source").text
+    recommend(driver)
+    sent = api.post("/v1/recommend", json={"history": ids[-200:], "k": K}).json()
+    assert sent["decision"]["cache_hit"]  # the page asked for exactly this
+    assert [i for i, _ in list_items(driver, "list-fused")] == [it["item_id"] for it in sent["items"]]
+    Select(driver.find_element(By.ID, "next-item")).select_by_index(0)
+    driver.find_element(By.ID, "step").click()
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#steps tbody tr")) == 1, what="the device step")
+    cell = driver.find_elements(By.CSS_SELECTOR, "#steps tbody td")[2].text
+    assert cell.startswith("reused the cached list"), cell  # found through the LLM's window, not the whole history
+    full_page_png(driver, shots / "07_long_history.png")
+
+
 def test_store_page(driver, server, api, shots) -> None:
     open_page(driver, server)
     driver.find_element(By.ID, "nav-store").click()
@@ -239,4 +258,4 @@ def test_store_page(driver, server, api, shots) -> None:
     assert "none loaded" in facts
     links = {a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#page-store a")}
     assert {f"{server}/docs", f"{server}/metrics"} <= links
-    full_page_png(driver, shots / "07_store.png")
+    full_page_png(driver, shots / "08_store.png")

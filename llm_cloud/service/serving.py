@@ -6,7 +6,8 @@
 1. the parameter generator maps the last ``recent_k`` items to head parameters, sent through the Persona codebook
    exactly as a device receives them (prototype id + float16 edit);
 2. the SRM turns the history into a user vector through that head;
-3. candidates: an exact cached list for this history is used as is; else a cached list for a prefix of the history
+3. candidates (cached by the newest items the LLM reads, its prompt window): an exact cached list for this history is
+   used as is; else a cached list for a prefix of the history
    that lags by at most ``staleness`` items goes to the request policy, which either reranks it or asks the LLM for a
    fresh list; else the LLM generates one (``n_candidates`` long, trie-constrained beam search);
 4. the SRM scores the candidates and the fusion rule merges the two orders; the top ``k`` are returned.
@@ -68,20 +69,29 @@ class CacheEntry:
 
 
 class CandidateLRU:
-    """A bounded, thread-safe LRU of candidate lists keyed by the exact history tuple."""
+    """A bounded, thread-safe LRU of candidate lists, keyed by what the LLM's list depends on: the newest ``window``
+    items of the history (the LLM's prompt window; None keys by the whole history). Two histories that end in the same
+    ``window`` items get the same list, and a client that sends only its newest items still finds its older lists."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, window: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"cache capacity must be at least 1, got {capacity}")
-        self.capacity = capacity
+        if window is not None and window < 1:
+            raise ValueError(f"cache window must be at least 1 item, got {window}")
+        self.capacity, self.window = capacity, window
         self._data: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: tuple[int, ...], need: int) -> CacheEntry | None:
-        """The entry for exactly this history if it is at least ``need`` long."""
+    def key(self, history) -> tuple[int, ...]:
+        items = tuple(int(i) for i in history)
+        return items[-self.window:] if self.window and items else items
+
+    def get(self, history, need: int) -> CacheEntry | None:
+        """The entry for this history if it is at least ``need`` long."""
+        key = self.key(history)
         with self._lock:
             entry = self._data.get(key)
             if entry is None or entry.n < need:
@@ -89,15 +99,17 @@ class CandidateLRU:
             self._data.move_to_end(key)
             return entry
 
-    def stale(self, key: tuple[int, ...], need: int, staleness: int) -> CacheEntry | None:
+    def stale(self, history, need: int, staleness: int) -> CacheEntry | None:
         """The entry of the longest non-empty proper prefix that lags by at most ``staleness`` items."""
-        for lag in range(1, min(staleness, len(key) - 1) + 1):
-            entry = self.get(key[:-lag], need)
+        history = tuple(history)
+        for lag in range(1, min(staleness, len(history) - 1) + 1):
+            entry = self.get(history[:-lag], need)
             if entry is not None:
                 return entry
         return None
 
-    def put(self, key: tuple[int, ...], entry: CacheEntry) -> None:
+    def put(self, history, entry: CacheEntry) -> None:
+        key = self.key(history)
         with self._lock:
             self._data[key] = entry
             self._data.move_to_end(key)
@@ -142,7 +154,7 @@ class TandemServing:
 
     def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None) -> None:
         self.stack = stack
-        self.cache = CandidateLRU(cache_size)
+        self.cache = CandidateLRU(cache_size, getattr(getattr(stack.backend, "artifact", None), "max_items", None))
         self.metrics = metrics or Metrics()
         self.llm_lock = threading.Lock()
         self._codebooks = {name: p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
@@ -175,7 +187,7 @@ class TandemServing:
         self.metrics.llm_generations.inc()
         entry = CacheEntry(np.asarray(cand.items, dtype=np.int64), np.asarray(cand.scores, dtype=np.float64),
                            bool(cand.cold_start), n)
-        self.cache.put(tuple(history), entry)
+        self.cache.put(history, entry)
         return entry
 
     @torch.no_grad()
@@ -211,11 +223,10 @@ class TandemServing:
             with t("srm"):
                 user = user_vector(st.srm, history, head)  # (1, d)
             need = min(max(th.n_candidates, req.k), p.MAX_K)
-            key = tuple(history)
-            entry = self.cache.get(key, need)
+            entry = self.cache.get(history, need)
             current = entry is not None
             if entry is None:
-                entry = self.cache.stale(key, need, th.staleness)
+                entry = self.cache.stale(history, need, th.staleness)
             step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need),
                              lambda: self.generate(history, need).candidates(need), st.policy, st.threshold,
                              th.fusion, st.fusion_params, req.k, th.recent_k, current=current, timer=t)
@@ -271,7 +282,7 @@ class TandemServing:
     def candidates(self, req: p.CandidatesRequest) -> p.CandidatesResponse:
         """The LLM's top ``n`` for a history, through the same cache as ``recommend``."""
         history = self.check_items(req.history, "history")
-        entry = self.cache.get(tuple(history), req.n)
+        entry = self.cache.get(history, req.n)
         hit = entry is not None
         (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
         if entry is None:

@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size)
     import uvicorn
 
-    print(f"tandem: serving {root} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    print(f"tandem: serving {root} on http://{args.host}:{args.port} (web page: /, API docs: /docs)", file=sys.stderr)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
@@ -70,8 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): POST /v1/recommend, /v1/candidates, "
-                   "/v1/parameters, /v1/explain, GET /v1/items/{id}, /healthz, /readyz, /metrics, docs at /docs; "
+    p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): a web page at /, POST /v1/recommend, "
+                   "/v1/candidates, /v1/parameters, /v1/explain, GET /v1/items, /healthz, /readyz, /metrics, docs at "
+                   "/docs; "
                    "builds the embedded default store first when --artifacts has no manifest.json", _serve)
     p.add_argument("--artifacts", metavar="DIR",
                    help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")

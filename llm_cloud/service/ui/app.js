@@ -101,8 +101,10 @@ function renderHistory() {
     list.append(el("li", { "data-item-id": item.item_id }, el("span", { textContent: item.title }), " ", remove));
   });
   const source = state.userId !== null ? `User ${state.userId}'s history` : "Your history";
+  const limit = state.store ? state.store.max_history : 200;
+  const sent = state.history.length > limit && state.userId === null ? ` The newest ${limit} are sent.` : "";
   $("#history-source").textContent = state.history.length
-    ? `${source}: ${state.history.length} items, oldest first.`
+    ? `${source}: ${state.history.length} items, oldest first.${sent}`
     : "No history yet: load a user or add items (an empty history gets popular items).";
   renderNextChoices();
 }
@@ -172,10 +174,15 @@ function moveActive(delta) {
 }
 
 // --- recommend ------------------------------------------------------------------------------------------------------
+// what a device sends: its newest items, at most the server's limit (the models read fewer still)
+function sentHistory() {
+  const limit = state.store ? state.store.max_history : 200;
+  return state.history.slice(-limit).map((it) => it.item_id);
+}
+
 function requestBody() {
   const k = Number($("#k").value);
-  const body = state.userId !== null ? { user_id: state.userId }
-    : { history: state.history.map((it) => it.item_id) };
+  const body = state.userId !== null ? { user_id: state.userId } : { history: sentHistory() };
   return { ...body, k, candidates: true };
 }
 
@@ -276,8 +283,7 @@ async function explain() {
   box.hidden = false;
   box.replaceChildren(el("p", { textContent: `Asking the reasoning model about “${top.title}”…` }));
   try {
-    const ex = await api("POST", "/v1/explain", { history: state.history.map((it) => it.item_id),
-                                                  item_id: top.item_id });
+    const ex = await api("POST", "/v1/explain", { history: sentHistory(), item_id: top.item_id });
     box.replaceChildren(el("h3", { textContent: `Why “${ex.title}”` }), el("p", { textContent: ex.trace }),
       el("p", { textContent: `p(yes) with thinking ${fmt(ex.p_yes)}, without ${fmt(ex.p_yes_direct)}; ` +
         `adapter ${ex.adapter}${ex.route ? ` (route ${ex.route})` : ""}.` }));
@@ -336,9 +342,20 @@ function dl(node, pairs) {
   node.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
 }
 
-function summaryText(summary) {
-  return Object.entries(summary || {}).map(([k, v]) =>
-    `${k} ${typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(4)) : JSON.stringify(v)}`).join(", ");
+// a stage's measured summary in one line: numbers and words as they are, nested tables one level deep, lists counted
+function summaryText(summary, prefix = "") {
+  const parts = [];
+  for (const [k, v] of Object.entries(summary || {})) {
+    const name = prefix + k;
+    if (typeof v === "number") parts.push(`${name} ${Number.isInteger(v) ? v : v.toFixed(4)}`);
+    else if (typeof v === "string" || typeof v === "boolean") parts.push(`${name} ${v}`);
+    else if (Array.isArray(v)) parts.push(`${name} [${v.length}]`);
+    else if (v && typeof v === "object" && !prefix) {
+      const inner = summaryText(v, `${name}.`);
+      if (inner) parts.push(inner);
+    }
+  }
+  return parts.join(", ");
 }
 
 function renderStore(s) {
@@ -351,7 +368,8 @@ function renderStore(s) {
       : "none loaded (Explain says how to get one)"],
     ["build time", s.total_seconds ? `${s.total_seconds} s` : "–"],
   ]);
-  const stages = Object.entries(s.stages);
+  const stages = Object.entries(s.stages).sort(([, a], [, b]) =>
+    String(a.finished_at || "").localeCompare(String(b.finished_at || "")));  // in the order they were built
   table($("#stages"), stages.length ? stages.map(([name, st]) => [name, st.seconds === undefined ? "–" : `${st.seconds} s`,
     st.finished_at || "–", st.hash || "–", summaryText(st.summary)]) : [["–", "the manifest lists no stages"]],
   ["stage", "seconds", "finished", "hash", "measured"]);
@@ -363,6 +381,7 @@ async function loadStore() {
   renderStore(state.store);
   $("#user-range").textContent = `(0–${state.store.n_users - 1})`;
   $("#user-id").max = String(state.store.n_users - 1);
+  $("#k").max = String(state.store.max_k);
 }
 
 // --- pages and wiring -----------------------------------------------------------------------------------------------
