@@ -55,6 +55,20 @@ def server(store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def reasoning_server(store, tmp_path_factory):
+    """The same store served with a tiny random ThinkRec model (the reasoning tests' one)."""
+    from tests.test_service_reasoning import SRM_WIDTH, build_thinkrec
+
+    model = build_thinkrec(tmp_path_factory.mktemp("ui-thinkrec") / "model", SRM_WIDTH)
+    port = free_port()
+    cmd = [sys.executable, "-m", "pipelines", "serve", "--artifacts", str(store), "--port", str(port), "--threads",
+           "1", "--log-level", "warning", "--thinkrec", str(model)]
+    log = tmp_path_factory.mktemp("ui-log") / "serve-thinkrec.log"
+    with serve_process(cmd, port, log, env={**ENV, "TANDEM_API_KEYS": KEY}, health="/healthz") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
@@ -72,6 +86,36 @@ def api(server):
 
     with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as c:
         yield c
+
+
+# WCAG contrast of each visible element's text colour against the first opaque background behind it
+CONTRAST_JS = r"""
+const lum = (colour) => {
+  const [r, g, b] = colour.match(/[\d.]+/g).slice(0, 3).map((v) => {
+    v = Number(v) / 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const background = (el) => {
+  for (; el; el = el.parentElement) {
+    const c = getComputedStyle(el).backgroundColor, m = c.match(/[\d.]+/g);
+    if (m && (m.length < 4 || Number(m[3]) > 0)) return c;
+  }
+  return "rgb(255, 255, 255)";
+};
+return [...document.querySelectorAll(arguments[0])]
+  .filter((el) => el.getClientRects().length && !el.disabled)
+  .map((el) => {
+    const a = lum(getComputedStyle(el).color), b = lum(background(el));
+    return [`${el.tagName.toLowerCase()}#${el.id}.${el.className}`, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  });
+"""
+TEXT = "h1, h2, h3, label, p, .hint, .title, .scores, button, .flag, a, th, td, dt, dd, li, #error, .note"
+
+
+def low_contrast(driver) -> list:
+    return [(name, round(ratio, 2)) for name, ratio in driver.execute_script(CONTRAST_JS, TEXT) if ratio < 4.5]
 
 
 def open_page(driver, server, with_key: bool = True) -> None:
@@ -164,6 +208,7 @@ def test_pick_a_user_and_see_the_three_lists(driver, server, api, shots) -> None
     driver.find_element(By.ID, "explain").click()
     wait_for(driver, lambda d: d.find_elements(By.ID, "explain-message"), what="the explain message")
     assert "tandem eval thinkrec" in driver.find_element(By.ID, "explain-message").text
+    assert low_contrast(driver) == []
     # phone width: one column, nothing wider than the screen
     driver.set_window_size(390, 844)
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
@@ -226,6 +271,7 @@ def test_search_by_keyboard_and_a_bad_history_shows_the_api_error(driver, server
     driver.find_element(By.ID, "recommend").click()
     expected = api.post("/v1/recommend", json={"history": [1, bad], "k": K}).json()["error"]["message"]
     assert error_text(driver) == f"Error 422: {expected}" and str(bad) in expected
+    assert low_contrast(driver) == []
     full_page_png(driver, shots / "06_bad_history.png")
 
 
@@ -259,3 +305,26 @@ def test_store_page(driver, server, api, shots) -> None:
     links = {a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#page-store a")}
     assert {f"{server}/docs", f"{server}/metrics"} <= links
     full_page_png(driver, shots / "08_store.png")
+
+
+def test_explain_with_a_reasoning_model(driver, reasoning_server, shots) -> None:
+    import httpx
+
+    open_page(driver, reasoning_server)
+    assert "loaded (Explain works)" in driver.find_element(By.ID, "store-facts").get_attribute("textContent")
+    type_into(driver, "user-id", "4")
+    driver.find_element(By.ID, "load-user").click()
+    wait_for(driver, lambda d: history_ids(d), what="user 4's history")
+    recommend(driver)
+    top = list_items(driver, "list-fused")[0]
+    driver.find_element(By.ID, "explain").click()
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation h3"), 120, what="the explanation")
+    with httpx.Client(base_url=reasoning_server, timeout=120, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        ex = api.post("/v1/explain", json={"history": history_ids(driver), "item_id": top[0]}).json()
+    box = driver.find_element(By.ID, "explanation")
+    assert box.find_element(By.TAG_NAME, "h3").text == f"Why “{top[1]}”"
+    paragraphs = [p.text for p in box.find_elements(By.TAG_NAME, "p")]
+    assert paragraphs[0] == ex["trace"].strip() or paragraphs[0] == ex["trace"]
+    assert paragraphs[1].startswith(f"p(yes) with thinking {ex['p_yes']:.3f}, without {ex['p_yes_direct']:.3f}; "
+                                    f"adapter {ex['adapter']}")
+    full_page_png(driver, shots / "09_explain.png")
