@@ -445,7 +445,9 @@ def test_serve_builds_a_missing_store(store, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(pipelines.build, "ensure_built", fake_build)
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((app, host, port)))
     target = tmp_path / "fresh"
-    assert main(["serve", "--artifacts", str(target), "--port", "8123"]) == 0
+    # a mistyped --artifacts is one line and exit code 2, not a build at the wrong path
+    assert main(["serve", "--artifacts", str(target), "--port", "8123"]) == 2 and built == [] and not target.exists()
+    assert main(["serve", "--artifacts", str(target), "--port", "8123", "--build"]) == 0
     assert built == [target] and served[0][1:] == ("127.0.0.1", 8123)
 
 

@@ -28,7 +28,7 @@ from alignment.adapo.config import AdapoConfig
 from alignment.adapo.kl import RewardGapKL
 from alignment.adapo.reward import SUBTASKS, AdaptiveReward
 from alignment.seat.format import self_eval_prompt
-from tandem.io import atomic_write_json
+from tandem.io import JsonlAppender, atomic_directory, atomic_write_json, atomic_write_text, read_jsonl
 
 METRICS = "metrics.jsonl"
 
@@ -53,7 +53,7 @@ def read_problems(path: str | Path) -> list[dict[str, str]]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(path)  # a line half-written by a crash is left out
 
 
 def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
@@ -74,7 +74,7 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
             # lines up to that step and restore β and the reward weights from the last one
             self.restored = True
             kept = [r for r in read_metrics(metrics) if r["step"] <= state.global_step]
-            metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
             if kept:
                 kl.beta = kept[-1]["beta_next"]
                 reward.current = dict(kept[-1]["weights"])
@@ -99,8 +99,8 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
                 self._flush()
 
         def _flush(self) -> None:
-            with metrics.open("a") as f:
-                f.write(json.dumps(self.pending) + "\n")
+            with JsonlAppender(metrics) as sink:
+                sink.write(self.pending)
             self.pending = None
 
     return AdapoCallback()
@@ -166,8 +166,9 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     trainer.add_callback(callback)
     resume = any(p.is_dir() for p in out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
-    trainer.save_model(str(out / "final"))
-    tok.save_pretrained(str(out / "final"))
+    with atomic_directory(out / "final") as final:  # a crash here leaves the old final/ or none, never half of one
+        trainer.save_model(str(final))
+        tok.save_pretrained(str(final))
     lines = read_metrics(out / METRICS)
     summary = {"steps": trainer.state.global_step, "resumed": resume, "beta_final": kl.beta,
                "weights_final": dict(reward.current), "seconds": result.metrics.get("train_runtime"),

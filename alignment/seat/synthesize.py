@@ -12,7 +12,6 @@ teacher calls fail ``retries + 1`` times is recorded with ``status: failed`` and
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from alignment.seat.config import SynthConfig
 from alignment.seat.format import cot_prompt, eval_prompt, extract_answer
 from llm_common.teacher import Teacher, TeacherError, make_teacher
 from tandem.errors import TandemError
-from tandem.io import atomic_write_json, atomic_write_text
+from tandem.io import JsonlAppender, atomic_write_json, atomic_write_text
 
 RECORDS = "records.jsonl"
 
@@ -123,7 +122,7 @@ def run_synthesize(cfg: SynthConfig, teacher: Teacher | None = None, progress: b
     teacher = teacher if teacher is not None else make_teacher(cfg.teacher, cfg.teacher_model)
     ok = failed = 0
     seconds: list[float] = []
-    with path.open("a", encoding="utf-8") as sink:
+    with JsonlAppender(path) as sink:  # cuts a line half-written by a crash first
         for row in tqdm(todo, desc="synthesize", disable=not progress):
             rec: dict[str, Any] = {"id": row["id"], "question": row["question"], "gold": row.get("answer"),
                                    "teacher": teacher.name}
@@ -140,9 +139,7 @@ def run_synthesize(cfg: SynthConfig, teacher: Teacher | None = None, progress: b
                 seconds.append(rec["seconds"])
             else:
                 failed += 1
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            sink.write(rec)
     report = {"source": counts, "already_done": len(done), "synthesized": ok, "failed": failed,
               "seconds_per_problem": (sum(seconds) / len(seconds)) if seconds else None, "teacher": teacher.name}
     atomic_write_json(out / "synth_report.json", report)

@@ -13,7 +13,6 @@ The teacher is anything with the :class:`llm_common.teacher.Teacher` protocol (a
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from llm_cloud.thinkrec.prompts import ANSWER, LABELS, strip_answer
 from llm_common.teacher import Teacher, TeacherError
 from tandem.errors import TandemError
+from tandem.io import JsonlAppender
 
 TRACE_PROMPT = ("{prompt}\n\nThe correct answer is {answer}. In two or three sentences, explain from the user's "
                 "history and the movies' keywords why the answer is {answer}. Write only the explanation; do not "
@@ -108,7 +108,7 @@ def synthesize_traces(rows: list[dict], teacher: Teacher, out: Path, max_tokens:
             todo.append(row)
     already = sum(str(r["id"]) in done for r in rows)
     ok, failed, seconds = 0, 0, []
-    with out.open("a", encoding="utf-8") as sink:
+    with JsonlAppender(out) as sink:  # cuts a line half-written by a crash first
         for row in tqdm(todo, desc="traces", disable=not progress):
             rid, label = str(row["id"]), int(row["label"])
             prompt = trace_prompt(row["prompt"], label)
@@ -132,8 +132,6 @@ def synthesize_traces(rows: list[dict], teacher: Teacher, out: Path, max_tokens:
                 rec = {"id": rid, "label": label, "ok": False, "error": error, "attempts": attempts,
                        "teacher": teacher.name}
                 failed += 1
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            sink.write(rec)
     return {"requested": len(rows), "already_done": already, "synthesized": ok, "failed": failed,
             "seconds_per_sample": sum(seconds) / len(seconds) if seconds else None, "teacher": teacher.name}

@@ -46,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not Store(root).manifest.is_file():
         if root.exists() and not root.is_dir():
             raise TandemError(f"--artifacts {root} is a file; pass an artifact store folder")
+        if args.artifacts and not args.build:  # only the default store builds itself: a typo must not start a build
+            raise TandemError(f"--artifacts {root} is not a built artifact store (no manifest.json); check the path, "
+                              f"or add --build to build the embedded default into it")
         print(f"tandem: no artifact store at {root}: building the embedded default (ML-100K, tiny profile) into it "
               f"first; this takes a while once", file=sys.stderr)
         try:
@@ -73,9 +76,12 @@ def register(sub) -> None:
     p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): a web page at /, POST /v1/recommend, "
                    "/v1/candidates, /v1/parameters, /v1/explain, GET /v1/items, /healthz, /readyz, /metrics, docs at "
                    "/docs; "
-                   "builds the embedded default store first when --artifacts has no manifest.json", _serve)
+                   "builds the embedded default store on first use (into --artifacts only with --build)", _serve)
     p.add_argument("--artifacts", metavar="DIR",
                    help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")
+    p.add_argument("--build", action="store_true",
+                   help="build the embedded default store into --artifacts when it has no manifest.json (without "
+                        "--artifacts the default store is always built on first use)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
