@@ -55,7 +55,7 @@ def write_checkpoint(folder: Path, lora: bool) -> Path:
     counts = np.r_[0, np.arange(1, N_ITEMS + 1) * 7 % 13 + 1].astype(np.int64)  # (N+1,) training interactions
     write_extras(folder, codes, {"max_items": MAX_ITEMS, "profile": "tiny"}, fmt, counts)
     if lora:
-        peft = pytest.importorskip("peft")
+        import peft
         cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                               init_lora_weights=False, task_type="CAUSAL_LM")
         torch.manual_seed(3)

@@ -17,9 +17,6 @@ from merging.run import REPORT_NAME, merge_deltas, plan, run_merge
 from pipelines.cli.main import main
 from tandem.errors import TandemError
 
-pytest.importorskip("peft")
-pytest.importorskip("transformers")
-
 HIDDEN, KV = 32, 16  # q_proj (32, 32), v_proj (16, 32)
 
 

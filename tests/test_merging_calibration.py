@@ -18,9 +18,6 @@ from pipelines.cli.main import main
 from tandem.errors import TandemError
 from tests.test_merging_adapters import _make_adapter
 
-pytest.importorskip("peft")
-pytest.importorskip("transformers")
-
 WORDS = [f"w{i}" for i in range(56)]
 
 

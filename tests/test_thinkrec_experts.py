@@ -6,11 +6,10 @@ import json
 import math
 
 import numpy as np
+import peft
 import pytest
-
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from llm_cloud.thinkrec.experts import (  # noqa: E402
     Clustering,

@@ -6,10 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import peft
 import pytest
 import torch
-
-peft = pytest.importorskip("peft")
 
 from llm_cloud.thinkrec.experts import MixtureCache, _mixture_name, add_mixture  # noqa: E402
 from llm_cloud.thinkrec.mixture_files import (  # noqa: E402
