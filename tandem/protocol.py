@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 MAX_HISTORY = 200  # items per request; longer histories are refused (the models read at most 50)
 MAX_K = 100  # items per recommendation / candidate list
@@ -32,15 +32,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-History = list[int]
+History = list[StrictInt]  # ids are whole numbers: true or 3.0 is refused, not coerced
 
 
 class RecommendRequest(_Strict):
     """Either a known user (their training history is looked up) or an explicit history, oldest item first."""
 
-    user_id: int | None = Field(None, ge=0, description="dense user index of the served dataset (0-based)")
+    user_id: StrictInt | None = Field(None, ge=0, description="dense user index of the served dataset (0-based)")
     history: History | None = Field(None, max_length=MAX_HISTORY, description="item ids, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items to return")
     reasoning: bool = Field(False, description="also return a reasoning trace for the top item (needs a reasoning "
                             "model: the server runs with `tandem serve --thinkrec DIR`; 501 otherwise)")
     candidates: bool = Field(False, description="also return the whole candidate list that was ranked, in the LLM's "
@@ -105,8 +105,8 @@ class ExplainRequest(_Strict):
 
     history: History = Field(default_factory=list, max_length=MAX_HISTORY,
                              description="item ids, oldest first (may be empty)")
-    item_id: int = Field(ge=1, description="the item to explain (dense id)")
-    max_tokens: int = Field(96, ge=8, le=256, description="longest reasoning trace, in tokens")
+    item_id: StrictInt = Field(ge=1, description="the item to explain (dense id)")
+    max_tokens: StrictInt = Field(96, ge=8, le=256, description="longest reasoning trace, in tokens")
 
 
 class ExplainResponse(BaseModel):
@@ -124,7 +124,7 @@ class ExplainResponse(BaseModel):
 
 class CandidatesRequest(_Strict):
     history: History = Field(max_length=MAX_HISTORY, description="item ids, oldest first")
-    n: int = Field(100, ge=1, le=MAX_K, description="list length")
+    n: StrictInt = Field(100, ge=1, le=MAX_K, description="list length")
 
 
 class CandidatesResponse(BaseModel):
