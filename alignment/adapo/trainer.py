@@ -66,6 +66,7 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
             self.trainer: Any = None
             self.pending: dict[str, Any] | None = None
             self.restored = False
+            self.sink: JsonlAppender | None = None  # opened once the kept lines are rewritten
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.restored:
@@ -75,6 +76,7 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
             self.restored = True
             kept = [r for r in read_metrics(metrics) if r["step"] <= state.global_step]
             atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+            self.sink = JsonlAppender(metrics)
             if kept:
                 kl.beta = kept[-1]["beta_next"]
                 reward.current = dict(kept[-1]["weights"])
@@ -97,10 +99,13 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
         def on_train_end(self, args, state, control, **kwargs):
             if self.pending is not None:
                 self._flush()
+            if self.sink is not None:
+                self.sink.close()
 
         def _flush(self) -> None:
-            with JsonlAppender(metrics) as sink:
-                sink.write(self.pending)
+            if self.sink is None:  # a step ended before any began: nothing was kept or rewritten
+                self.sink = JsonlAppender(metrics)
+            self.sink.write(self.pending)
             self.pending = None
 
     return AdapoCallback()

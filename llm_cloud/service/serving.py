@@ -348,9 +348,9 @@ class TandemServing:
 
     def user(self, user_id: int) -> p.User:
         """A known user's history (what ``user_id`` recommends from) and the item they chose next."""
-        history = self.user_history(user_id)
-        title = self.stack.dataset.catalogue.title
-        nxt = int(self.stack.dataset.sequences[user_id][-1]) if len(self.stack.dataset.sequences[user_id]) else None
+        history = self.user_history(user_id)  # checks user_id
+        seq, title = self.stack.dataset.sequences[user_id], self.stack.dataset.catalogue.title
+        nxt = int(seq[-1]) if len(seq) else None
         return p.User(user_id=user_id, history=[p.ItemSummary(item_id=i, title=title(i)) for i in history],
                       next_item=None if nxt is None else p.ItemSummary(item_id=nxt, title=title(nxt)))
 

@@ -75,8 +75,8 @@ def _serve(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): a web page at /, POST /v1/recommend, "
                    "/v1/candidates, /v1/parameters, /v1/explain, GET /v1/items, /healthz, /readyz, /metrics, docs at "
-                   "/docs; "
-                   "builds the embedded default store on first use (into --artifacts only with --build)", _serve)
+                   "/docs; builds the embedded default store on first use (into --artifacts only with --build)",
+                   _serve)
     p.add_argument("--artifacts", metavar="DIR",
                    help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")
     p.add_argument("--build", action="store_true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,17 @@ class Catalogue:
         if not q:
             return [], 0
         hits = []
-        for item in range(1, self.n_items + 1):
-            title = " ".join(self.title(item).lower().split())
+        for item, title in enumerate(self._search_titles[1:], 1):
             at = title.find(q)
             if at >= 0:
                 hits.append((0 if at == 0 else 1 if title[at - 1] in " ([-'\"" else 2, item))
         hits.sort()
         return [item for _, item in hits[:limit]], len(hits)
+
+    @cached_property
+    def _search_titles(self) -> list[str]:
+        """Every title lower-cased with its whitespace collapsed (index 0 is the padding item), made once."""
+        return [" ".join(self.title(i).lower().split()) for i in range(self.n_items + 1)]
 
     def text(self, item: int) -> str:
         """All text fields of an item joined, title first (for embeddings and prompts)."""
