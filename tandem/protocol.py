@@ -42,7 +42,8 @@ class RecommendRequest(_Strict):
     history: History | None = Field(None, max_length=MAX_HISTORY, description="item ids, oldest first")
     k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items to return")
     reasoning: bool = Field(False, description="also return a reasoning trace for the top item (needs a reasoning "
-                            "model: the server runs with `tandem serve --thinkrec DIR`; 501 otherwise)")
+                            "model: the server runs with `tandem serve --thinkrec DIR`; 400 feature_not_enabled "
+                            "otherwise)")
     candidates: bool = Field(False, description="also return the whole candidate list that was ranked, in the LLM's "
                              "order, with every item's scores (what the web page shows side by side)")
 

@@ -255,9 +255,10 @@ def test_every_device_method_round_trips_through_a_live_server(built, live_store
     from srm_device.session import DeviceSession
     from srm_device.training.checkpoint import load_srm_with_data
 
-    server, root = live_store  # a store without a multi-layer generator: duet is 501 with the fix, a bad name 422
+    server, root = live_store  # a store without a multi-layer generator: duet is a 400 with the fix, a bad name 422
     resp = httpx.post(f"{server.url}/v1/parameters", json={"recent": [1, 2, 3], "method": "duet"})
-    assert resp.status_code == 501 and "tandem train paramgen --edit layers" in resp.json()["error"]["message"]
+    assert resp.status_code == 400 and resp.json()["error"]["type"] == "feature_not_enabled"
+    assert "tandem train paramgen --edit layers" in resp.json()["error"]["message"]
     bad = httpx.get(f"{server.url}/v1/parameters/codebook?method=bogus")
     assert bad.status_code == 422 and "duet_head, duet" in bad.json()["error"]["message"]
     store = tmp_path / "store"

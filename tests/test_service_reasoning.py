@@ -183,8 +183,8 @@ def test_reasoner_failure_is_503(serving, stack, monkeypatch) -> None:
         serving.explain(p.ExplainRequest(item_id=2))
 
 
-def test_without_reasoner_both_are_501_saying_how(plain) -> None:
-    from llm_cloud.service.errors import NotImplementedFeature
+def test_without_reasoner_both_are_a_4xx_saying_how(plain) -> None:
+    from llm_cloud.service.errors import FeatureNotEnabled
     from llm_cloud.service.serving import TandemServing
     from tandem import protocol as p
 
@@ -192,9 +192,9 @@ def test_without_reasoner_both_are_501_saying_how(plain) -> None:
     serving = TandemServing(plain)
     for call, param in ((lambda: serving.recommend(p.RecommendRequest(user_id=0, reasoning=True)), "reasoning"),
                         (lambda: serving.explain(p.ExplainRequest(history=[1], item_id=2)), None)):
-        with pytest.raises(NotImplementedFeature) as exc:
+        with pytest.raises(FeatureNotEnabled) as exc:
             call()
-        assert exc.value.status == 501 and exc.value.param == param
+        assert exc.value.status == 400 and exc.value.type == "feature_not_enabled" and exc.value.param == param
         assert "tandem eval thinkrec" in exc.value.message and "--thinkrec OUT/model" in exc.value.message
     assert serving.recommend(p.RecommendRequest(user_id=0, k=2)).reasoning is None
 

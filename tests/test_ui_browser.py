@@ -204,7 +204,7 @@ def test_pick_a_user_and_see_the_three_lists(driver, server, api, shots) -> None
     rows = driver.find_element(By.ID, "bytes").text.splitlines()
     assert f"device → cloud (history ids) {wire['up']} B" in rows
     assert f"cloud → device (candidate list) {wire['down']} B" in rows
-    # Explain without a reasoning model: the page says how to get one (the API's 501 message)
+    # Explain without a reasoning model: the page says how to get one (the API's feature_not_enabled message)
     driver.find_element(By.ID, "explain").click()
     wait_for(driver, lambda d: d.find_elements(By.ID, "explain-message"), what="the explain message")
     assert "tandem eval thinkrec" in driver.find_element(By.ID, "explain-message").text

@@ -50,8 +50,11 @@ class InvalidInput(ServiceError):
     status, type = 422, "invalid_request_error"
 
 
-class NotImplementedFeature(ServiceError):
-    status, type = 501, "not_implemented_error"
+class FeatureNotEnabled(ServiceError):
+    """A valid request for a feature this server was not started with (the client's choice on this server, so a
+    4xx; the message says how to get the feature)."""
+
+    status, type = 400, "feature_not_enabled"
 
 
 class Unavailable(ServiceError):

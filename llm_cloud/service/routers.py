@@ -14,7 +14,7 @@ from llm_cloud.service.errors import Unavailable, error_payload
 from llm_cloud.service.serving import TandemServing
 from tandem import protocol as p
 
-ERRORS = {code: {"model": p.ErrorResponse} for code in (400, 401, 404, 413, 422, 500, 501, 503)}
+ERRORS = {code: {"model": p.ErrorResponse} for code in (400, 401, 404, 413, 422, 500, 503)}
 
 ops = APIRouter(tags=["operations"])
 v1 = APIRouter(prefix="/v1", tags=["v1"], responses=ERRORS)
@@ -56,14 +56,14 @@ async def metrics(request: Request) -> Response:
 @v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)")
 def recommend(body: p.RecommendRequest, serving: Serving) -> p.RecommendResponse:
     """The fused top k: the cloud LLM's candidates reranked by the device SRM. With `reasoning: true`, also a
-    reasoning trace for the top item (501 when the server runs without a reasoning model)."""
+    reasoning trace for the top item (400 `feature_not_enabled` when the server runs without a reasoning model)."""
     return serving.recommend(body)
 
 
 @v1.post("/explain", response_model=p.ExplainResponse, summary="Why a user would enjoy an item (ThinkRec)")
 def explain(body: p.ExplainRequest, serving: Serving) -> p.ExplainResponse:
     """The ThinkRec reasoning model's trace for one item and a history, with its yes-probability with and without
-    thinking and the adapter its gate chose (arXiv 2505.15091). 501 when the server runs without a reasoning model
+    thinking and the adapter its gate chose (arXiv 2505.15091). 400 `feature_not_enabled` without a reasoning model
     (`tandem serve --thinkrec DIR`); 422 for unknown item ids."""
     return serving.explain(body)
 

@@ -17,7 +17,8 @@ catalogue) and flagged ``degraded``; a recommendation never fails because of the
 
 With ``reasoning: true`` and a ThinkRec reasoning model loaded (arXiv 2505.15091, ``tandem serve --thinkrec DIR``),
 the same list is returned with a reasoning trace for its top item; ``POST /v1/explain`` explains any one item for a
-history, with the model's yes-probability with and without thinking. Without a reasoning model both answer 501.
+history, with the model's yes-probability with and without thinking. Without a reasoning model both answer 400
+``feature_not_enabled``, saying how to get one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 
 from llm_cloud.backends import UnknownItemsError
 from llm_cloud.paramgen.prototypes import encode
-from llm_cloud.service.errors import InvalidInput, NotFound, NotImplementedFeature, ServiceError, Unavailable
+from llm_cloud.service.errors import FeatureNotEnabled, InvalidInput, NotFound, ServiceError, Unavailable
 from llm_cloud.service.metrics import Metrics
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
@@ -204,14 +205,14 @@ class TandemServing:
         return HeadParams.unflatten(flat, self.stack.generator.spec)
 
     def reasoner(self, param: str | None) -> Reasoner:
-        """The loaded ThinkRec model; :class:`NotImplementedFeature` (501) saying how to get one when there is none."""
+        """The loaded ThinkRec model; :class:`FeatureNotEnabled` (400) saying how to get one when there is none."""
         if self.stack.reasoner is None:
-            raise NotImplementedFeature(REASONING_MESSAGE, param=param)
+            raise FeatureNotEnabled(REASONING_MESSAGE, param=param)
         return self.stack.reasoner
 
     # --- routes ---------------------------------------------------------------------------------------------------
     def recommend(self, req: p.RecommendRequest) -> p.RecommendResponse:
-        """The fused top ``k`` (module docstring); with ``reasoning`` also a trace for the top item (501 without a
+        """The fused top ``k`` (module docstring); with ``reasoning`` also a trace for the top item (400 without a
         reasoning model). The list is the same with and without ``reasoning``."""
         reasoner = self.reasoner("reasoning") if req.reasoning else None
         st, th, t = self.stack, self.stack.thresholds, _Timer()
@@ -267,7 +268,7 @@ class TandemServing:
 
     def explain(self, req: p.ExplainRequest) -> p.ExplainResponse:
         """The ThinkRec model's reasoning on whether the user of ``history`` would enjoy ``item_id``, with its
-        yes-probability with and without thinking and the adapter the gate chose. 501 without a reasoning model."""
+        yes-probability with and without thinking and the adapter the gate chose. 400 without a reasoning model."""
         reasoner = self.reasoner(None)
         history = self.check_items(req.history, "history")
         item = self.check_items([req.item_id], "item_id")[0]
@@ -298,10 +299,10 @@ class TandemServing:
                                     cache_hit=hit)
 
     def _generator(self, method: str):
-        """The generator and codebook of a device method; 501 naming the fix when this store has none."""
+        """The generator and codebook of a device method; 400 naming the fix when this store has none."""
         if method == "duet":
             if self.stack.layer_generator is None:
-                raise NotImplementedFeature(
+                raise FeatureNotEnabled(
                     f"this store has no multi-layer generator; train one with `tandem train paramgen --edit layers "
                     f"--srm {self.stack.store.srm} --out {self.stack.store.duet}` and restart, or ask for "
                     f"method duet_head", param="method")
@@ -328,7 +329,7 @@ class TandemServing:
         """The Persona codebook of a device method, which a device downloads once to decode prototype updates."""
         if method not in p.DEVICE_METHODS:
             raise InvalidInput(f"method must be one of {', '.join(p.DEVICE_METHODS)}, got {method!r}", param="method")
-        self._generator(method)  # 501 when the store lacks it
+        self._generator(method)  # 400 when the store lacks it
         return self._codebooks[method]
 
     def item(self, item_id: int) -> p.Item:

@@ -92,6 +92,6 @@ def register(sub) -> None:
     p.add_argument("--thinkrec", metavar="DIR", default=None,
                    help="ThinkRec reasoning model folder (OUT/model of `tandem eval thinkrec --out OUT`) for POST "
                         "/v1/explain and `reasoning: true` (default: the store's thinkrec/ folder when it has "
-                        "thinkrec.json; without one both answer 501)")
+                        "thinkrec.json; without one both answer 400 feature_not_enabled)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default: info)")

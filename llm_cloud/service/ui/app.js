@@ -15,7 +15,7 @@ const state = {
 
 // --- API ----------------------------------------------------------------------------------------------------------
 class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message, type) { super(message); this.status = status; this.type = type; }
 }
 
 async function api(method, path, body) {
@@ -38,7 +38,7 @@ async function api(method, path, body) {
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!resp.ok) {
     const message = data && data.error && data.error.message ? data.error.message : text || resp.statusText;
-    throw new ApiError(resp.status, message);
+    throw new ApiError(resp.status, message, data && data.error ? data.error.type : undefined);
   }
   data.http = { request: payload ? new TextEncoder().encode(payload).length : 0,
                 response: new TextEncoder().encode(text).length };
@@ -289,7 +289,7 @@ async function explain() {
         `adapter ${ex.adapter}${ex.route ? ` (route ${ex.route})` : ""}.` }));
   } catch (err) {
     box.replaceChildren(el("p", { class: "note", id: "explain-message", textContent: err.message }));
-    if (err.status !== 501) throw err;
+    if (err.type !== "feature_not_enabled") throw err;
   }
 }
 
