@@ -536,7 +536,7 @@ def test_schemathesis_finds_no_failure_on_any_route(store, tmp_path) -> None:
              "not_a_server_error,status_code_conformance,response_schema_conformance",
              "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "30", "--seed", "1", "--workers", "1",
              "--no-color", "--generation-database", "none", "--report", "json", "--report-json-path", str(report)],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache folder goes there
     assert run.returncode == 0, run.stdout[-6000:]
     result = json.loads(report.read_text())
     ops = result["operations"]
