@@ -8,7 +8,10 @@ independent and these machines have two cores.
 A stage is skipped when the manifest records it with the same inputs (its settings and the hashes of the stages it
 reads) and its folder still hashes to what was recorded. A stage whose inputs changed is rebuilt from scratch; a stage
 that was interrupted resumes (SRM and parameter generator from their epoch state, the LLM from its trainer
-checkpoint). Every stage writes its output atomically and the manifest is rewritten after each stage.
+checkpoint). Every stage writes its output atomically and the manifest is rewritten after each stage. Each stage
+records two hashes: ``hash`` over every byte of its folder (what skipping and `tandem serve` check) and ``weights``
+over its tensors and arrays only, which an interrupted and resumed build reproduces exactly. The LLM trainer dies with
+the build (:mod:`tandem.process`), and unreadable candidate-cache shards are deleted before the stages run.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from tqdm.auto import tqdm
 
 from pipelines import configs
 from tandem import __version__
-from tandem.artifacts import STAGES, Store, tree_hash
+from tandem.artifacts import STAGES, Store, tree_hash, weights_hash
 from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
+from tandem.process import child_env
 
 DEPENDENCY_VERSIONS = ("torch", "transformers", "trl", "peft", "numpy", "fastapi", "sentence-transformers")
 
@@ -119,10 +123,7 @@ class Builder:
 
     # --- bookkeeping -----------------------------------------------------------------------------------------------
     def path(self, stage: str) -> Path:
-        """What a stage's hash covers. For collab that is the tuned SRM only: the LLM-candidate cache beside it is
-        a cache, which the thresholds stage and `tandem eval collab` keep filling."""
-        return {"thresholds": self.store.thresholds, "collab": self.store.collab_srm}.get(stage) or \
-            getattr(self.store, stage)
+        return self.store.stage_path(stage)
 
     def upstream_hashes(self, stage: str) -> dict:
         return {u: self.manifest["stages"].get(u, {}).get("hash") for u in UPSTREAM[stage]}
@@ -149,7 +150,9 @@ class Builder:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def record(self, stage: str, seconds: float, summary: dict | None = None) -> None:
-        self.manifest["stages"][stage] = {"inputs": self.inputs_key(stage), "hash": tree_hash(self.path(stage)),
+        path = self.path(stage)
+        self.manifest["stages"][stage] = {"inputs": self.inputs_key(stage), "hash": tree_hash(path),
+                                          "weights": weights_hash(path),
                                           "upstream": self.upstream_hashes(stage),
                                           "seconds": round(seconds, 1), "finished_at": time.strftime("%FT%T%z"),
                                           "summary": summary or {}}
@@ -178,7 +181,7 @@ class Builder:
         logs.mkdir(parents=True, exist_ok=True)
         cfg_file = atomic_write_text(logs / "llm_sft.yaml",
                                      yaml.safe_dump(sft.model_copy(update=update).model_dump(mode="json")))
-        env = {**os.environ, "TQDM_DISABLE": "1"}
+        env = child_env({**os.environ, "TQDM_DISABLE": "1"})  # the trainer dies with this process
         if self.cfg.parallel:
             env["OMP_NUM_THREADS"] = "1"
         log = open(logs / "llm.log", "w")  # noqa: SIM115 - closed in finish_llm
@@ -236,7 +239,14 @@ class Builder:
 
     # --- driver ---------------------------------------------------------------------------------------------------
     def build(self) -> dict:
+        from pipelines.candidate_cache import CandidateCache
+
         self.store.root.mkdir(parents=True, exist_ok=True)
+        dropped = CandidateCache(self.store.collab / "candidates").drop_unreadable()
+        if dropped:
+            print(f"tandem build: deleted {len(dropped)} unreadable candidate-cache shard(s) ({dropped[0].name}"
+                  f"{', ...' if len(dropped) > 1 else ''}); their lists are generated again when needed",
+                  file=sys.stderr)
         bar = tqdm(total=len(STAGES), desc="tandem build", unit="stage", disable=self.progress is False)
 
         def run(stage: str, fn) -> None:

@@ -7,7 +7,8 @@ Beam search costs about 0.1 s per list on CPU, so the lists are generated once a
     shard-*.npz         keys (m, 20) uint8 sha1 digests, ids (m, n) int64, scores (m, n) float64
 
 A row is keyed by sha1(int64 history bytes + n). Missing rows are generated chunk by chunk and each chunk is written as
-one atomically replaced shard, so a killed run loses at most the chunk in progress and resumes where it stopped.
+one atomically replaced shard, so a killed run loses at most the chunk in progress and resumes where it stopped. A
+shard that cannot be read is deleted with a warning and its lists are generated again.
 Lists from another LLM checkpoint are refused: they would silently mix two models' candidates.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,8 @@ from tqdm.auto import tqdm
 from eval.candidates import LLMSource
 from tandem.errors import TandemError
 from tandem.io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 META = "meta.json"
 FORMAT_VERSION = 1
@@ -99,16 +104,42 @@ class CandidateCache:
         atomic_write_json(path, {"format_version": FORMAT_VERSION, "llm": ident, "llm_folder": str(folder)})
 
     # --- storage --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _read_shard(shard: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """keys (m, 20), ids (m, n), scores (m, n); None when the shard cannot be read or its arrays disagree."""
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                keys, ids, scores = z["keys"], z["ids"], z["scores"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if keys.ndim != 2 or keys.shape[1] != 20 or ids.shape != scores.shape or len(ids) != len(keys):
+            return None
+        return keys, ids, scores
+
+    @staticmethod
+    def _drop(shard: Path) -> None:
+        log.warning("candidate cache: shard %s is unreadable; deleted, its lists are generated again", shard)
+        shard.unlink(missing_ok=True)
+
+    def drop_unreadable(self) -> list[Path]:
+        """Delete the shards that cannot be read (a disk fault, a foreign write): their lists are generated again
+        when they are next asked for. Returns what was deleted, each also logged as a warning."""
+        dropped = [shard for shard in sorted(self.folder.glob("shard-*.npz")) if self._read_shard(shard) is None]
+        for shard in dropped:
+            self._drop(shard)
+        if dropped:
+            self._rows = None
+        return dropped
+
     def _load(self) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
         if self._rows is None:
             self._rows = {}
             for shard in sorted(self.folder.glob("shard-*.npz")):
-                try:
-                    with np.load(shard, allow_pickle=False) as z:
-                        keys, ids, scores = z["keys"], z["ids"], z["scores"]  # (m, 20), (m, n), (m, n)
-                except (OSError, ValueError, KeyError) as exc:
-                    raise TandemError(f"candidate shard {shard} is unreadable ({exc}); delete it and rerun (its lists "
-                                      f"are generated again)") from None
+                read = self._read_shard(shard)
+                if read is None:
+                    self._drop(shard)
+                    continue
+                keys, ids, scores = read
                 for row, key in enumerate(keys):
                     self._rows[key.tobytes()] = (ids[row], scores[row])
         return self._rows

@@ -77,6 +77,11 @@ class Store:
     def manifest(self) -> Path:
         return self.root / MANIFEST
 
+    def stage_path(self, stage: str) -> Path:
+        """What a build stage's hash covers. For collab that is the tuned SRM only: the LLM-candidate cache beside it
+        is a cache, which the thresholds stage and `tandem eval collab` keep filling."""
+        return {"thresholds": self.thresholds, "collab": self.collab_srm}.get(stage) or getattr(self, stage)
+
     def read_manifest(self) -> dict:
         try:
             return json.loads(self.manifest.read_text())
@@ -123,13 +128,47 @@ class Thresholds(BaseModel):
     valid: dict = Field(default_factory=dict, description="validation metrics behind these choices")
 
 
-def tree_hash(path: Path) -> str:
-    """sha256 over the relative names and bytes of every file under ``path`` (or of the file itself), 16 hex."""
+WEIGHT_SUFFIXES = (".safetensors", ".npy")  # what a stage computes; its logs, timings and paths are not in here
+
+
+def _is_weight(rel: Path) -> bool:
+    return rel.suffix in WEIGHT_SUFFIXES and "state" not in rel.parts[:-1]  # state/: resume scaffolding
+
+
+def tree_hash(path: Path, keep=None) -> str:
+    """sha256 over the relative names and bytes of every file under ``path`` (or of the file itself), 16 hex; with
+    ``keep``, only of the files whose relative path it accepts."""
     h = hashlib.sha256()
+    base = path.parent if path.is_file() else path
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
-        h.update(str(f.relative_to(path.parent if path.is_file() else path)).encode())
+        rel = f.relative_to(base)
+        if keep is not None and not keep(rel):
+            continue
+        h.update(str(rel).encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def weights_hash(path: Path) -> str:
+    """:func:`tree_hash` of what a stage computed: its tensors and arrays (``*.safetensors``, ``*.npy``, not under a
+    ``state/`` resume folder), or the file itself for a one-file stage. Two builds with the same inputs give the same
+    value, whatever their timings, folders or interruptions; :func:`tree_hash` covers every byte instead."""
+    return tree_hash(path) if path.is_file() else tree_hash(path, keep=_is_weight)
+
+
+def verify_store(root: Path) -> None:
+    """Check every stage the manifest records against its files (:func:`tree_hash`); a :class:`TandemError` naming
+    the first stage whose files were changed, truncated or removed, and the command that rebuilds it."""
+    store = Store(Path(root))
+    for stage, entry in store.read_manifest().get("stages", {}).items():
+        path = store.stage_path(stage)
+        if not path.exists():
+            raise TandemError(f"artifact store {store.root}: stage {stage!r} is missing ({path}); rebuild it with "
+                              f"`tandem build --out {store.root}`")
+        if entry.get("hash") and tree_hash(path) != entry["hash"]:
+            raise TandemError(f"artifact store {store.root}: the files of stage {stage!r} ({path}) no longer match "
+                              f"the hash their build recorded (changed, truncated or partly deleted); rebuild it with "
+                              f"`tandem build --out {store.root}`")

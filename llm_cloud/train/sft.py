@@ -181,6 +181,9 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tandem.process import die_with_parent
+
+    die_with_parent()  # started by `tandem build`: a killed build takes this trainer with it
     args = make_parser().parse_args(argv)
     try:
         cfg = load_sft_config(args.config)

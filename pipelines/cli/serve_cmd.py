@@ -36,7 +36,7 @@ def _positive(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tandem.artifacts import Store, default_store
+    from tandem.artifacts import Store, default_store, verify_store
 
     root = Path(args.artifacts).expanduser() if args.artifacts else default_store()
     if args.threads:
@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_cloud.service.app import create_app
     from llm_cloud.service.stack import load_stack
 
+    verify_store(root)  # a truncated or edited file: one line and exit code 2, not a half-loaded server
     stack = load_stack(root, args.backend, thinkrec=args.thinkrec)  # a TandemError here is one line and exit code 2
     app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size)
     import uvicorn
