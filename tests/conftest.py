@@ -61,3 +61,11 @@ def cyclic() -> list[np.ndarray]:
 @pytest.fixture()
 def atomic_dataset(tmp_path: Path, cyclic) -> Path:
     return write_atomic(tmp_path / "cyc", cyclic)
+
+
+@pytest.fixture(scope="session")
+def service_store(tmp_path_factory) -> Path:
+    """The service tests' tiny store (tests/test_service.py:build_store), built once per session; tests only read it."""
+    from tests.test_service import build_store
+
+    return build_store(tmp_path_factory.mktemp("service") / "store")

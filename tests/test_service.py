@@ -60,8 +60,8 @@ def build_store(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_store(tmp_path_factory.mktemp("service") / "store")
+def store(service_store) -> Path:
+    return service_store
 
 
 @pytest.fixture(scope="module")
