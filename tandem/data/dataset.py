@@ -13,6 +13,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from tandem.data.report import FileReport
+
 
 @dataclass
 class Catalogue:
@@ -65,6 +67,7 @@ class SequenceDataset:
     user_raw_ids: list[str]
     catalogue: Catalogue
     times: list[np.ndarray] | None = None  # user -> (len_u,) float64 order keys (timestamps, or file positions)
+    input_files: list[FileReport] = field(default_factory=list)  # what reading each file noticed (skipped lines)
 
     @property
     def n_users(self) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from tandem.data.dataset import SequenceDataset
+from tandem.data.report import FileReport
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
 def dataset_stats(ds: SequenceDataset) -> dict:
+    """The statistics ``tandem data stats`` prints and writes, including what reading the files noticed
+    (``input_files``: lines skipped under ``--on-bad-lines``, a separator detected by ``--sep auto``)."""
     lengths = np.array([len(s) for s in ds.sequences])
     density = ds.n_interactions / max(1, ds.n_users * ds.n_items)
     return {
@@ -22,6 +25,7 @@ def dataset_stats(ds: SequenceDataset) -> dict:
         "seq_len_quantiles": {f"p{int(q * 100)}": float(np.quantile(lengths, q)) for q in QUANTILES},
         "item_text_fields": sorted(ds.catalogue.fields),
         **tie_stats(ds),
+        "input_files": [report.to_dict() for report in ds.input_files],
     }
 
 
@@ -58,4 +62,6 @@ def format_stats(stats: dict) -> str:
         lines.append(f"same-time     {stats['tied_interactions']:.1%} of interactions share a user's timestamp; "
                      f"test target tied for {stats['tied_test_targets']:.1%} of users, validation "
                      f"{stats['tied_valid_targets']:.1%} (see --tie-order)")
+    for report in stats.get("input_files", []):
+        lines += FileReport(**report).summary()
     return "\n".join(lines)
