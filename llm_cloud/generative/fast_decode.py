@@ -151,7 +151,7 @@ def shared_prompt_cache(prompt_cache, beams: int):
     """A transformers cache for ``beams`` beams per user that keeps the prompt's keys and values (b, h, t, d) once per
     user and each beam's decoded tokens (b*beams, h, s, d) apart. Attention still reads (b*beams, h, t+s, d), written
     in one copy per layer and step; nothing repeats or reorders the prompt part (with a plain cache, repeating the
-    prompt per beam, reordering it and growing it by concatenation were 90% of the search's time)."""
+    prompt per beam, reordering it and growing it by concatenation were most of the search's time)."""
     return Cache(layers=[SharedPromptLayer(layer.keys, layer.values, beams) for layer in prompt_cache.layers])
 
 
