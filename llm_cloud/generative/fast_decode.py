@@ -84,6 +84,17 @@ def fast_beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], 
     device = next(model.parameters()).device
     model.eval()
     bar = tqdm(total=len(prompts), unit="user", desc="beam search", disable=not progress)
+    before = model.config._attn_implementation
+    model.set_attn_implementation(ATTENTION)  # SDPA, except for the beams' steps (beam_attention)
+    try:
+        _batches(model, by_len, prompts, tables, beams, batch_size, n, out, bar, device)
+    finally:
+        model.set_attn_implementation(before)
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+def _batches(model, by_len, prompts, tables, beams, batch_size, n, out, bar, device) -> None:
     with torch.no_grad():
         for users_same_len in by_len.values():
             for lo in range(0, len(users_same_len), batch_size):
@@ -93,8 +104,6 @@ def fast_beam_candidates(model, fmt: PromptFormat, histories: list[np.ndarray], 
                 for row, user in enumerate(users):
                     out[user] = _collect(items[row], scores[row], n)
                 bar.update(len(users))
-    bar.close()
-    return out  # type: ignore[return-value]
 
 
 def _search(model, ids, tables: TrieTables, beams: int):
@@ -177,11 +186,49 @@ class SharedPromptLayer(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         new = (key_states, value_states)
         self.suffix = new if self.suffix is None else tuple(torch.cat(p, dim=-2) for p in zip(self.suffix, new))
-        out = []
-        for prompt, suffix in zip(self.prompt, self.suffix):
-            b, h, t, dim = prompt.shape
-            full = prompt.new_empty(b * self.beams, h, t + suffix.shape[-2], dim)  # (b*beams, h, t+s, d)
-            full.view(b, self.beams, h, -1, dim)[:, :, :, :t] = prompt.unsqueeze(1)  # broadcast over the beams
-            full[:, :, t:] = suffix
-            out.append(full)
-        return out[0], out[1]
+        keys, values = self.suffix  # (b*beams, h, s, d); beam_attention reads the prompt from the tag
+        keys = keys.view_as(keys)  # a fresh tensor object to carry the tag
+        keys.tandem_prompt = (*self.prompt, self.beams)
+        return keys, values
+
+
+ATTENTION = "tandem_beam"
+
+
+def beam_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                   **kwargs):
+    """Attention for one new token per beam over the user's prompt, read once per user, and the beam's own decoded
+    tokens; any other call goes to PyTorch's SDPA as usual. ``query`` (b*B, h, 1, d); ``key``/``value`` the beams'
+    tokens (b*B, h_kv, s, d), tagged by :class:`SharedPromptLayer` with the prompt's (b, h_kv, t, d)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    tag = getattr(key, "tandem_prompt", None)
+    if tag is None or query.shape[-2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    pk, pv, beams = tag
+    b, h_kv, t, d = pk.shape
+    h, s = query.shape[1], key.shape[-2]
+    g = h // h_kv  # query heads per key head (grouped-query attention)
+    scale = scaling if scaling is not None else d**-0.5
+    q = query.view(b, beams, h_kv, g, d)  # head j reads key head j // g
+    qp = q.permute(0, 2, 3, 1, 4).reshape(b, h_kv, g * beams, d)  # (b, h_kv, g*B, d)
+    sk, sv = key.view(b, beams, h_kv, s, d), value.view(b, beams, h_kv, s, d)
+    scores_p = (qp @ pk.transpose(-1, -2)).float() * scale  # (b, h_kv, g*B, t)
+    scores_s = torch.einsum("bnkgd,bnksd->bkgns", q, sk).reshape(b, h_kv, g * beams, s).float() * scale
+    w = torch.softmax(torch.cat([scores_p, scores_s], dim=-1), dim=-1).to(query.dtype)  # (b, h_kv, g*B, t+s)
+    out = w[..., :t] @ pv  # (b, h_kv, g*B, d)
+    ws = w[..., t:].reshape(b, h_kv, g, beams, s)
+    out = out.view(b, h_kv, g, beams, d) + torch.einsum("bkgns,bnksd->bkgnd", ws, sv)
+    return out.permute(0, 3, 1, 2, 4).reshape(b * beams, 1, h, d), None  # (b*B, 1, h, d)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, beam_attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+_register()
