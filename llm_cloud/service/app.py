@@ -10,6 +10,7 @@ leaves in the one shape ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,24 +25,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_cloud.service.auth import check_key, keys_from_env
 from llm_cloud.service.errors import PayloadTooLarge, ServiceError, error_payload, validation_param
 from llm_cloud.service.metrics import Metrics, MetricsMiddleware
+from llm_cloud.service.queue_config import QueueConfig
 from llm_cloud.service.routers import ops, v1
 from llm_cloud.service.serving import TandemServing
 from llm_cloud.service.stack import Stack, load_stack
 from tandem import __version__
 from tandem.protocol import MAX_BODY_BYTES
 
+log = logging.getLogger("tandem.service")
 UI_DIR = Path(__file__).with_name("ui")  # the web page: plain HTML, CSS and JavaScript, shipped in the package
 STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request_error"}
+                405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request_error",
+                429: "rate_limit_error"}
 
 
 def create_app(store_dir: str | Path | None = None, backend: str = "transformers", *, stack: Stack | None = None,
                threads: int | None = None, cache_size: int = 4096, api_keys: tuple[str, ...] | None = None,
-               background_load: bool = False, backend_options: dict | None = None) -> FastAPI:
+               background_load: bool = False, backend_options: dict | None = None,
+               queues: QueueConfig | None = None) -> FastAPI:
     """The service over the store at ``store_dir`` (or an already loaded ``stack``).
 
     ``api_keys``: None reads ``TANDEM_API_KEYS`` now; an empty tuple turns authentication off. ``background_load``
-    loads the store in a thread after startup (``/readyz`` says 503 until it is done) instead of before.
+    loads the store in a thread after startup (``/readyz`` says 503 until it is done) instead of before. ``queues``:
+    micro-batching, queue bounds and the request deadline (:class:`QueueConfig`).
     """
     if stack is None and store_dir is None:
         raise ValueError("create_app needs store_dir or stack")
@@ -54,7 +60,7 @@ def create_app(store_dir: str | Path | None = None, backend: str = "transformers
     def load(app: FastAPI) -> None:
         try:
             loaded = stack or load_stack(store_dir, backend, **(backend_options or {}))
-            app.state.serving = TandemServing(loaded, cache_size=cache_size, metrics=metrics)
+            app.state.serving = TandemServing(loaded, cache_size=cache_size, metrics=metrics, queues=queues)
         except Exception as exc:  # noqa: BLE001 - the reason goes to /readyz
             app.state.load_error = str(exc) or type(exc).__name__
 
@@ -66,8 +72,10 @@ def create_app(store_dir: str | Path | None = None, backend: str = "transformers
         else:
             await anyio.to_thread.run_sync(load, app)
         yield
-        if stack is None and app.state.serving is not None:  # a stack passed in belongs to the caller
-            app.state.serving.stack.close()
+        if app.state.serving is not None:
+            app.state.serving.close()
+            if stack is None:  # a stack passed in belongs to the caller
+                app.state.serving.stack.close()
 
     app = FastAPI(title="Tandem", version=__version__, lifespan=lifespan,
                   description="Device–cloud collaborative recommendation: a cloud LLM proposes candidates, a small "
@@ -91,7 +99,7 @@ def create_app(store_dir: str | Path | None = None, backend: str = "transformers
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.payload(), status_code=exc.status)
+        return JSONResponse(exc.payload(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,6 +125,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(error_payload(500, f"internal error ({type(exc).__name__}); the server log has the "
                                                f"details", "internal_error"), status_code=500)
 

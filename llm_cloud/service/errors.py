@@ -29,6 +29,10 @@ class ServiceError(Exception):
     def payload(self) -> dict:
         return error_payload(self.status, self.message, self.type, self.param)
 
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers (``Retry-After`` on 429)."""
+        return None
+
 
 class BadRequest(ServiceError):
     status, type = 400, "invalid_request_error"
@@ -59,6 +63,19 @@ class FeatureNotEnabled(ServiceError):
 
 class Unavailable(ServiceError):
     status, type = 503, "service_unavailable"
+
+
+class Overloaded(ServiceError):
+    """A bounded queue is full: the client should retry after ``retry_after`` seconds (429 with ``Retry-After``)."""
+
+    status, type = 429, "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int = 1, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def error_payload(status: int, message: str, type: str, param: str | None = None) -> dict:  # noqa: A002

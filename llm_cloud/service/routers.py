@@ -11,10 +11,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from llm_cloud.service.errors import Unavailable, error_payload
+from llm_cloud.service.metrics import arrived
 from llm_cloud.service.serving import TandemServing
 from tandem import protocol as p
 
 ERRORS = {code: {"model": p.ErrorResponse} for code in (400, 401, 404, 413, 422, 500, 503)}
+BUSY = {429: {"model": p.ErrorResponse, "description": "a queue is full: retry after the `Retry-After` seconds",
+              "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}}
 
 ops = APIRouter(tags=["operations"])
 v1 = APIRouter(prefix="/v1", tags=["v1"], responses=ERRORS)
@@ -53,24 +56,37 @@ async def metrics(request: Request) -> Response:
     return Response(m.render(), media_type=m.content_type)
 
 
-@v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)")
-def recommend(body: p.RecommendRequest, serving: Serving) -> p.RecommendResponse:
+def deadline(request: Request, serving: TandemServing) -> float | None:
+    """The request's deadline (``time.monotonic()``): its arrival plus the server's ``deadline_ms``."""
+    start = arrived(request.scope)
+    return None if start is None else start + serving.queues.deadline_ms / 1000.0
+
+
+@v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)",
+         responses=BUSY)
+def recommend(body: p.RecommendRequest, serving: Serving, request: Request) -> p.RecommendResponse:
     """The fused top k: the cloud LLM's candidates reranked by the device SRM. With `reasoning: true`, also a
-    reasoning trace for the top item (400 `feature_not_enabled` when the server runs without a reasoning model)."""
-    return serving.recommend(body)
+    reasoning trace for the top item (400 `feature_not_enabled` when the server runs without a reasoning model).
+    Past the server's deadline the list is ranked without a fresh LLM list and flagged `degraded`; 429 with
+    `Retry-After` when the LLM's queue is full."""
+    return serving.recommend(body, deadline(request, serving))
 
 
-@v1.post("/explain", response_model=p.ExplainResponse, summary="Why a user would enjoy an item (ThinkRec)")
-def explain(body: p.ExplainRequest, serving: Serving) -> p.ExplainResponse:
+@v1.post("/explain", response_model=p.ExplainResponse, summary="Why a user would enjoy an item (ThinkRec)",
+         responses=BUSY)
+def explain(body: p.ExplainRequest, serving: Serving, request: Request) -> p.ExplainResponse:
     """The ThinkRec reasoning model's trace for one item and a history, with its yes-probability with and without
     thinking and the adapter its gate chose (arXiv 2505.15091). 400 `feature_not_enabled` without a reasoning model
-    (`tandem serve --thinkrec DIR`); 422 for unknown item ids."""
-    return serving.explain(body)
+    (`tandem serve --thinkrec DIR`); 422 for unknown item ids; 503 past the deadline; 429 when its queue is full."""
+    return serving.explain(body, deadline(request, serving))
 
 
-@v1.post("/candidates", response_model=p.CandidatesResponse, summary="The LLM's candidate list for a history")
-def candidates(body: p.CandidatesRequest, serving: Serving) -> p.CandidatesResponse:
-    return serving.candidates(body)
+@v1.post("/candidates", response_model=p.CandidatesResponse, summary="The LLM's candidate list for a history",
+         responses=BUSY)
+def candidates(body: p.CandidatesRequest, serving: Serving, request: Request) -> p.CandidatesResponse:
+    """The LLM's top n, micro-batched with other requests; 503 past the server's deadline, 429 with `Retry-After`
+    when the LLM's queue is full."""
+    return serving.candidates(body, deadline(request, serving))
 
 
 @v1.post("/parameters", response_model=p.ParametersResponse,

@@ -13,7 +13,10 @@
 4. the SRM scores the candidates and the fusion rule merges the two orders; the top ``k`` are returned.
 
 When the LLM fails, the answer is ranked with what is there (the stale cached list, or the SRM over the whole
-catalogue) and flagged ``degraded``; a recommendation never fails because of the LLM.
+catalogue) and flagged ``degraded``; a recommendation never fails because of the LLM. Fresh lists go through the
+micro-batcher (:mod:`llm_cloud.service.batching`): a full queue is 429 with ``Retry-After``, and a request whose
+deadline passes before its list is ready is answered degraded (``/v1/candidates``: 503). Every failure turned into a
+degraded answer or a 503 is logged with its traceback.
 
 With ``reasoning: true`` and a ThinkRec reasoning model loaded (arXiv 2505.15091, ``tandem serve --thinkrec DIR``),
 the same list is returned with a reasoning trace for its top item; ``POST /v1/explain`` explains any one item for a
@@ -23,6 +26,7 @@ history, with the model's yes-probability with and without thinking. Without a r
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -35,8 +39,10 @@ import torch
 
 from llm_cloud.backends import UnknownItemsError
 from llm_cloud.paramgen.prototypes import encode
-from llm_cloud.service.errors import FeatureNotEnabled, InvalidInput, NotFound, ServiceError, Unavailable
+from llm_cloud.service.batching import BoundedLane, CandidateBatcher, DeadlineExceeded, retry_after_s, wait
+from llm_cloud.service.errors import FeatureNotEnabled, InvalidInput, NotFound, Overloaded, ServiceError, Unavailable
 from llm_cloud.service.metrics import Metrics
+from llm_cloud.service.queue_config import QueueConfig
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
 from srm_device.ranking import CandidateList, rank_step
@@ -46,9 +52,16 @@ from tandem import protocol as p
 if TYPE_CHECKING:
     from llm_cloud.thinkrec.serve import Reasoner
 
+log = logging.getLogger("tandem.service")
+
 REASONING_MESSAGE = ("reasoning traces need a reasoning model (ThinkRec), and this server has none loaded: build one "
                      "with `tandem eval thinkrec --out OUT` and serve with `tandem serve --thinkrec OUT/model` (or put "
                      "it in the store's thinkrec/ folder); or send `reasoning: false`")
+
+
+class ReasoningLate(Unavailable):
+    """The reasoning model ran past the request's deadline (503 for ``/v1/explain``; ``/v1/recommend`` answers its
+    list without the trace, flagged ``degraded``)."""
 
 
 @dataclass(frozen=True)
@@ -118,17 +131,6 @@ class CandidateLRU:
                 self._data.popitem(last=False)
 
 
-@contextmanager
-def _reasoning_errors(param: str | None):
-    """A failing reasoning model is 503 with the reason (the recommendation itself never depends on it)."""
-    try:
-        yield
-    except ServiceError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        hint = ", or send `reasoning: false`" if param else ""
-        raise Unavailable(f"the reasoning model failed ({type(exc).__name__}: {exc}); retry{hint}",
-                          param=param) from exc
 
 
 class _Timer:
@@ -149,15 +151,21 @@ class _Timer:
 class TandemServing:
     """The handlers of every ``/v1`` route over one loaded :class:`Stack`.
 
-    The LLM backend is not thread-safe (transformers), so every LLM call holds ``llm_lock``; the SRM and the
-    parameter generator only run inference and are shared.
+    The LLM backend is not thread-safe (transformers): only the batcher's one worker thread calls it. The reasoning
+    model runs on its own bounded lane. The SRM and the parameter generator only run inference and are shared.
+    ``deadline`` arguments are ``time.monotonic()`` values (None: ``queues.deadline_ms`` from now).
     """
 
-    def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None) -> None:
+    def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None,
+                 queues: QueueConfig | None = None) -> None:
         self.stack = stack
         self.cache = CandidateLRU(cache_size, getattr(getattr(stack.backend, "artifact", None), "max_items", None))
         self.metrics = metrics or Metrics()
-        self.llm_lock = threading.Lock()
+        self.queues = queues or QueueConfig()
+        self.batcher = CandidateBatcher(lambda histories, n: stack.backend.beam_candidates(histories, n), self.queues,
+                                        self.metrics, self._store)
+        self.reasoning = BoundedLane("reasoning", self.queues.reasoning_workers, self.queues.reasoning_queue,
+                                     retry_after_s(self.queues), self.metrics)
         self._codebooks = {name: p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
                            for name, book in (("duet_head", stack.codebook), ("duet", stack.layer_codebook))
                            if book is not None}
@@ -180,16 +188,54 @@ class TandemServing:
             raise NotFound(f"unknown user_id {user_id}; this dataset has users 0..{len(seqs) - 1}", param="user_id")
         return [int(i) for i in seqs[user_id][:-1]]
 
+    def close(self) -> None:
+        """Stop the batcher and the reasoning lane (the stack belongs to whoever loaded it)."""
+        self.batcher.close()
+        self.reasoning.close()
+
+    def deadline(self, deadline: float | None) -> float:
+        return time.monotonic() + self.queues.deadline_ms / 1000.0 if deadline is None else deadline
+
     # --- shared steps ---------------------------------------------------------------------------------------------
-    def generate(self, history: list[int], n: int) -> CacheEntry:
-        """A fresh LLM list for this history, put in the cache. Raises whatever the backend raises."""
-        with self.llm_lock:
-            cand = self.stack.backend.beam_candidates([np.asarray(history, dtype=np.int64)], n)[0]
+    @staticmethod
+    def _entry(cand, n: int) -> CacheEntry:
+        return CacheEntry(np.asarray(cand.items, dtype=np.int64), np.asarray(cand.scores, dtype=np.float64),
+                          bool(cand.cold_start), n)
+
+    def _store(self, key, history: np.ndarray, n: int, cand) -> None:
+        """The batcher's callback for every list it computed: into the cache, even when its caller gave up."""
         self.metrics.llm_generations.inc()
-        entry = CacheEntry(np.asarray(cand.items, dtype=np.int64), np.asarray(cand.scores, dtype=np.float64),
-                           bool(cand.cold_start), n)
-        self.cache.put(history, entry)
-        return entry
+        self.cache.put(history, self._entry(cand, n))
+
+    def generate(self, history: list[int], n: int, deadline: float | None = None) -> CacheEntry:
+        """A fresh LLM list for this history through the batcher (it caches it). Raises :class:`Overloaded` when
+        the queue is full, :class:`DeadlineExceeded` past the deadline, else whatever the backend raised."""
+        deadline = self.deadline(deadline)
+        future = self.batcher.submit(self.cache.key(history), history, n, deadline)
+        try:
+            return self._entry(wait(future, deadline, "candidate list"), n)
+        except DeadlineExceeded:
+            self.metrics.deadline_exceeded.labels("candidates").inc()
+            raise
+
+    def reason(self, what: str, param: str | None, deadline: float, fn, *args):
+        """``fn(*args)`` on the reasoning lane within the deadline. 429 when its queue is full; 503 with the reason
+        when it fails or runs past the deadline (the recommendation itself never depends on it)."""
+        future = self.reasoning.submit(fn, *args)
+        hint = ", or send `reasoning: false`" if param else ""
+        try:
+            return wait(future, deadline, what)
+        except DeadlineExceeded as exc:
+            self.metrics.deadline_exceeded.labels("reasoning").inc()
+            log.warning("%s: the reasoning model ran past the request deadline", what)
+            raise ReasoningLate(f"the reasoning model did not finish within the deadline of "
+                                f"{self.queues.deadline_ms:g} ms; retry later{hint}", param=param) from exc
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s: the reasoning model failed", what)
+            raise Unavailable(f"the reasoning model failed ({type(exc).__name__}: {exc}); retry{hint}",
+                              param=param) from exc
 
     @torch.no_grad()
     def generated_flat(self, history: list[int], method: str = "duet_head") -> np.ndarray:
@@ -211,11 +257,12 @@ class TandemServing:
         return self.stack.reasoner
 
     # --- routes ---------------------------------------------------------------------------------------------------
-    def recommend(self, req: p.RecommendRequest) -> p.RecommendResponse:
+    def recommend(self, req: p.RecommendRequest, deadline: float | None = None) -> p.RecommendResponse:
         """The fused top ``k`` (module docstring); with ``reasoning`` also a trace for the top item (400 without a
         reasoning model). The list is the same with and without ``reasoning``."""
         reasoner = self.reasoner("reasoning") if req.reasoning else None
         st, th, t = self.stack, self.stack.thresholds, _Timer()
+        deadline = self.deadline(deadline)
         with t("total"):
             history = self.user_history(req.user_id) if req.user_id is not None else self.check_items(
                 req.history or [], "history")
@@ -228,9 +275,26 @@ class TandemServing:
             current = entry is not None
             if entry is None:
                 entry = self.cache.stale(history, need, th.staleness)
-            step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need),
-                             lambda: self.generate(history, need).candidates(need), st.policy, st.threshold,
-                             th.fusion, st.fusion_params, req.k, th.recent_k, current=current, timer=t)
+            refused: list[Overloaded] = []
+
+            def fetch() -> CandidateList:
+                try:
+                    return self.generate(history, need, deadline).candidates(need)
+                except Overloaded as exc:
+                    refused.append(exc)
+                    raise
+                except DeadlineExceeded:
+                    log.warning("recommend: no fresh candidate list within the deadline; answering degraded")
+                    raise
+                except Exception:
+                    log.exception("recommend: the LLM failed; answering degraded")
+                    raise
+
+            step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need), fetch,
+                             st.policy, st.threshold, th.fusion, st.fusion_params, req.k, th.recent_k,
+                             current=current, timer=t)
+            if refused:  # backpressure: the client is told to come back rather than served a degraded list
+                raise refused[0]
             decision = p.Decision(policy=th.policy, requested=step.requested, cache_hit=not step.requested,
                                   degraded=step.degraded, cold_start=bool(step.candidates and
                                                                           step.candidates.cold_start))
@@ -245,9 +309,14 @@ class TandemServing:
             pool = self._pool(history, step) if req.candidates else None
             reasoning = None
             if reasoner is not None:
-                with t("reasoning"), _reasoning_errors("reasoning"):
-                    reasoning = reasoner.recommend_trace(st.srm, history, [it.item_id for it in items],
-                                                         [it.title for it in items])
+                with t("reasoning"):
+                    try:
+                        reasoning = self.reason("recommend", "reasoning", deadline, reasoner.recommend_trace,
+                                                st.srm, history, [it.item_id for it in items],
+                                                [it.title for it in items])
+                    except ReasoningLate as exc:  # the list is ready: answer it, without the trace
+                        decision.degraded = True
+                        step.notes.append(exc.message)
         sent = step.requested and not step.degraded
         wire = p.WireBytes(up=p.request_bytes(len(history), st.srm.config.max_len) if step.requested else 0,
                            down=p.list_bytes(need) if sent else 0, parameters=st.codebook.update_bytes())
@@ -266,21 +335,21 @@ class TandemServing:
                                 srm_score=float(s), static_srm_score=float(s0))
                 for i, f, lp, s, s0 in zip(cand.ids, r.pool_fused, cand.scores, r.pool_srm, static)]
 
-    def explain(self, req: p.ExplainRequest) -> p.ExplainResponse:
+    def explain(self, req: p.ExplainRequest, deadline: float | None = None) -> p.ExplainResponse:
         """The ThinkRec model's reasoning on whether the user of ``history`` would enjoy ``item_id``, with its
         yes-probability with and without thinking and the adapter the gate chose. 400 without a reasoning model."""
         reasoner = self.reasoner(None)
         history = self.check_items(req.history, "history")
         item = self.check_items([req.item_id], "item_id")[0]
-        with _reasoning_errors(None):
-            out = reasoner.explain(self.stack.srm, history, item, req.max_tokens)
+        out = self.reason("explain", None, self.deadline(deadline), reasoner.explain, self.stack.srm, history, item,
+                          req.max_tokens)
         return p.ExplainResponse(item_id=item, title=self.stack.dataset.catalogue.title(item), **out)
 
     def _item(self, item: int, score: float, llm: float | None, srm: float) -> p.RecommendedItem:
         return p.RecommendedItem(item_id=item, title=self.stack.dataset.catalogue.title(item), score=score,
                                  llm_score=llm, srm_score=srm)
 
-    def candidates(self, req: p.CandidatesRequest) -> p.CandidatesResponse:
+    def candidates(self, req: p.CandidatesRequest, deadline: float | None = None) -> p.CandidatesResponse:
         """The LLM's top ``n`` for a history, through the same cache as ``recommend``."""
         history = self.check_items(req.history, "history")
         entry = self.cache.get(history, req.n)
@@ -288,10 +357,17 @@ class TandemServing:
         (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
         if entry is None:
             try:
-                entry = self.generate(history, req.n)
+                entry = self.generate(history, req.n, deadline)
             except UnknownItemsError as exc:
                 raise InvalidInput(str(exc), param="history") from None
+            except ServiceError:
+                raise
+            except DeadlineExceeded as exc:
+                log.warning("candidates: no list within the deadline of %g ms", self.queues.deadline_ms)
+                raise Unavailable(f"no candidate list within the deadline of {self.queues.deadline_ms:g} ms (the LLM "
+                                  f"is busy); retry later, or rank with a cached list") from exc
             except Exception as exc:  # noqa: BLE001
+                log.exception("candidates: the LLM failed")
                 raise Unavailable(f"the LLM failed to generate candidates ({type(exc).__name__}: {exc}); retry, or "
                                   f"rank with a cached list", param=None) from exc
         ids, scores = entry.head(req.n)

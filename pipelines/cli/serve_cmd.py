@@ -8,10 +8,12 @@ answers 503.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from pipelines.cli.common import add_parser
+from tandem.config import add_dataclass_arguments, dataclass_from_args
 from tandem.errors import TandemError
 
 
@@ -58,16 +60,23 @@ def _serve(args: argparse.Namespace) -> int:
                               f"store") from None
         ensure_built(root)
     from llm_cloud.service.app import create_app
+    from llm_cloud.service.queue_config import QueueConfig
     from llm_cloud.service.stack import load_stack
 
+    try:
+        queues = dataclass_from_args(QueueConfig, args)
+    except ValueError as exc:
+        raise TandemError(f"{exc}; see tandem serve --help") from None
     verify_store(root)  # a truncated or edited file: one line and exit code 2, not a half-loaded server
     stack = load_stack(root, args.backend, thinkrec=args.thinkrec)  # a TandemError here is one line and exit code 2
-    app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size)
+    app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size,
+                     queues=queues)
     import uvicorn
 
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"tandem: serving {root} on http://{args.host}:{args.port} (web page: /, API docs: /docs)", file=sys.stderr)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    try:  # the service writes its own access log (logger tandem.access), so uvicorn's is off
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     finally:
         stack.close()
     return 0
@@ -77,7 +86,7 @@ def register(sub) -> None:
     p = add_parser(sub, "serve", "serve recommendations over HTTP (FastAPI): a web page at /, POST /v1/recommend, "
                    "/v1/candidates, /v1/parameters, /v1/explain, GET /v1/items, /healthz, /readyz, /metrics, docs at "
                    "/docs; builds the embedded default store on first use (into --artifacts only with --build)",
-                   _serve)
+                   _serve, build=_queue_flags)
     p.add_argument("--artifacts", metavar="DIR",
                    help="artifact store folder (default: $TANDEM_HOME/artifacts/ml-100k-tiny)")
     p.add_argument("--build", action="store_true",
@@ -95,4 +104,10 @@ def register(sub) -> None:
                         "/v1/explain and `reasoning: true` (default: the store's thinkrec/ folder when it has "
                         "thinkrec.json; without one both answer 400 feature_not_enabled)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
-                   help="uvicorn log level (default: info)")
+                   help="log level of the server and its access log (default: info)")
+
+
+def _queue_flags(parser: argparse.ArgumentParser) -> None:
+    from llm_cloud.service.queue_config import QueueConfig
+
+    add_dataclass_arguments(parser.add_argument_group("queues and deadlines"), QueueConfig)
