@@ -1,11 +1,14 @@
-"""Load benchmark: 200 concurrent `POST /v1/recommend` requests against `tandem serve` on 127.0.0.1.
+"""Load benchmark: 200 concurrent `POST /v1/recommend` requests against `tandem serve` on 127.0.0.1, micro-batching on
+and off in one run.
 
-For each backend (transformers always; vLLM when a Python with the [vllm] extra is given), the script starts a real
-server on a free port with the given artifact store, waits for /readyz, warms it with one request, then sends
-``--requests`` requests at once (distinct users, so every one needs a fresh LLM candidate list unless --repeat-users)
-and reports errors, latency percentiles and requests/s. Run from the repository root:
+Each arm starts a real server on a free port with the given artifact store, waits for /readyz, warms it with one
+request, then sends ``--requests`` requests at once (distinct users, so every one needs a fresh LLM candidate list
+unless --repeat-users) and reports errors, degraded answers, latency percentiles, requests/s and the batch sizes the
+server reports. The arms: ``batched`` (the server's defaults) and ``batch1`` (``--max-batch 1``: one list per beam
+search, as before micro-batching); with ``--vllm-python`` also ``vllm`` (batched, vLLM backend). The deadline is set
+far out in every arm, so the numbers measure throughput rather than the deadline. Run from the repository root:
 
-    python -m bench.service_load --artifacts ~/.cache/tandem/artifacts/ml-100k-tiny [--vllm-python PY]
+    python -m bench.service_load --artifacts ~/.cache/tandem/artifacts/ml-100k-tiny [--json OUT]
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(python: str, artifacts: str, backend: str, port: int, threads: int, log: Path) -> subprocess.Popen:
+def start_server(python: str, artifacts: str, backend: str, port: int, threads: int, log: Path,
+                 extra: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     cmd = [python, "-m", "pipelines", "serve", "--artifacts", artifacts, "--port", str(port), "--backend", backend,
-           "--threads", str(threads)]
+           "--threads", str(threads), "--log-level", "warning", "--deadline-ms", "3600000", *extra]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
 
 
@@ -55,41 +59,49 @@ async def fire(url: str, bodies: list[dict]) -> tuple[list[float], list[int], fl
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-        async def one(body: dict) -> tuple[float, int]:
+        async def one(body: dict) -> tuple[float, int, bool]:
             t0 = time.perf_counter()
+            degraded = False
             try:
                 resp = await client.post("/v1/recommend", json=body)
                 status = resp.status_code
+                degraded = status == 200 and resp.json()["decision"]["degraded"]
             except httpx.HTTPError:
                 status = -1
-            return 1000 * (time.perf_counter() - t0), status
+            return 1000 * (time.perf_counter() - t0), status, degraded
 
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(b) for b in bodies))
         wall = time.perf_counter() - t0
-    return [r[0] for r in results], [r[1] for r in results], wall
+    return [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results), wall
 
 
-def run_backend(python: str, backend: str, args: argparse.Namespace) -> dict:
+def metric(text: str, name: str) -> float:
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " "))
+
+
+def run_arm(name: str, python: str, backend: str, extra: list[str], args: argparse.Namespace) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = Path(args.log_dir) / f"service_load_{backend}.log"
-    proc = start_server(python, args.artifacts, backend, port, args.threads, log)
+    log = Path(args.log_dir) / f"service_load_{name}.log"
+    proc = start_server(python, args.artifacts, backend, port, args.threads, log, extra)
     try:
         startup = wait_ready(url, proc)
         httpx.post(url + "/v1/recommend", json={"user_id": 0, "k": 10}, timeout=600)  # warm-up
+        before = httpx.get(url + "/metrics", timeout=10).text
         users = [0] * args.requests if args.repeat_users else list(range(1, args.requests + 1))
-        lat, status, wall = asyncio.run(fire(url, [{"user_id": u, "k": 10} for u in users]))
-        metrics = httpx.get(url + "/metrics", timeout=10).text
+        lat, status, degraded, wall = asyncio.run(fire(url, [{"user_id": u, "k": 10} for u in users]))
+        after = httpx.get(url + "/metrics", timeout=10).text
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    errors = sum(s != 200 for s in status)
-    return {"backend": backend, "requests": len(lat), "errors": errors, "statuses": sorted(set(status)),
-            "startup_s": round(startup, 1), "wall_s": round(wall, 2), "requests_per_s": len(lat) / wall,
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "max_ms": float(np.max(lat)), "cache_lines": [ln for ln in metrics.splitlines()
-                                                          if "cache" in ln and not ln.startswith("#")][:4]}
+    searches = metric(after, "tandem_llm_batch_size_count") - metric(before, "tandem_llm_batch_size_count")
+    lists = metric(after, "tandem_llm_batch_size_sum") - metric(before, "tandem_llm_batch_size_sum")
+    return {"backend": backend, "server_flags": extra, "requests": len(lat), "errors": sum(s != 200 for s in status),
+            "degraded": int(degraded), "statuses": sorted(set(status)), "startup_s": round(startup, 1),
+            "wall_s": round(wall, 2), "requests_per_s": len(lat) / wall, "p50_s": float(np.percentile(lat, 50)) / 1e3,
+            "p99_s": float(np.percentile(lat, 99)) / 1e3, "max_s": float(np.max(lat)) / 1e3,
+            "searches": int(searches), "mean_batch": lists / searches if searches else 0.0}
 
 
 def main() -> None:
@@ -103,19 +115,24 @@ def main() -> None:
     p.add_argument("--json", help="write the results as JSON")
     args = p.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    runs = [run_backend(sys.executable, "transformers", args)]
+    runs = {"batched": run_arm("batched", sys.executable, "transformers", [], args),
+            "batch1": run_arm("batch1", sys.executable, "transformers", ["--max-batch", "1"], args)}
     if args.vllm_python:
-        runs.append(run_backend(args.vllm_python, "vllm", args))
+        runs["vllm"] = run_arm("vllm", args.vllm_python, "vllm", [], args)
     who = "one user" if args.repeat_users else "distinct users"
-    print(f"{args.requests} concurrent /v1/recommend requests ({who})")
-    print(f"{'backend':<14}{'errors':>7}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'start s':>9}")
-    for r in runs:
-        print(f"{r['backend']:<14}{r['errors']:>7}{r['requests_per_s']:>9.2f}{r['p50_ms']:>10.0f}{r['p99_ms']:>10.0f}"
-              f"{r['startup_s']:>9.1f}")
-    if len(runs) == 2:
-        print(f"vLLM / transformers requests/s: {runs[1]['requests_per_s'] / runs[0]['requests_per_s']:.2f}")
+    print(f"{args.requests} concurrent /v1/recommend requests ({who}), server with {args.threads} threads")
+    print(f"{'arm':<10}{'errors':>7}{'degraded':>9}{'req/s':>9}{'p50 s':>8}{'p99 s':>8}{'batch':>7}{'start s':>9}")
+    for name, r in runs.items():
+        print(f"{name:<10}{r['errors']:>7}{r['degraded']:>9}{r['requests_per_s']:>9.2f}{r['p50_s']:>8.2f}"
+              f"{r['p99_s']:>8.2f}{r['mean_batch']:>7.1f}{r['startup_s']:>9.1f}")
+    b, one = runs["batched"], runs["batch1"]
+    runs["ratios"] = {"requests_per_s": b["requests_per_s"] / one["requests_per_s"],
+                      "p99": b["p99_s"] / one["p99_s"]}
+    print(f"batched / batch1: {runs['ratios']['requests_per_s']:.2f}x the requests/s, "
+          f"{runs['ratios']['p99']:.2f}x the p99")
     if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=2))
+        Path(args.json).write_text(json.dumps(runs, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
