@@ -59,21 +59,21 @@ async def fire(url: str, bodies: list[dict]) -> tuple[list[float], list[int], fl
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-        async def one(body: dict) -> tuple[float, int, bool]:
+        async def one(body: dict) -> tuple[float, int, dict | None]:
             t0 = time.perf_counter()
-            degraded = False
+            answer = None
             try:
                 resp = await client.post("/v1/recommend", json=body)
                 status = resp.status_code
-                degraded = status == 200 and resp.json()["decision"]["degraded"]
+                answer = resp.json() if status == 200 else None
             except httpx.HTTPError:
                 status = -1
-            return 1000 * (time.perf_counter() - t0), status, degraded
+            return 1000 * (time.perf_counter() - t0), status, answer
 
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one(b) for b in bodies))
         wall = time.perf_counter() - t0
-    return [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results), wall
+    return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results if r[2]], wall
 
 
 def metric(text: str, name: str) -> float:
@@ -90,18 +90,28 @@ def run_arm(name: str, python: str, backend: str, extra: list[str], args: argpar
         httpx.post(url + "/v1/recommend", json={"user_id": 0, "k": 10}, timeout=600)  # warm-up
         before = httpx.get(url + "/metrics", timeout=10).text
         users = [0] * args.requests if args.repeat_users else list(range(1, args.requests + 1))
-        lat, status, degraded, wall = asyncio.run(fire(url, [{"user_id": u, "k": 10} for u in users]))
+        lat, status, answers, wall = asyncio.run(fire(url, [{"user_id": u, "k": 10} for u in users]))
         after = httpx.get(url + "/metrics", timeout=10).text
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    searches = metric(after, "tandem_llm_batch_size_count") - metric(before, "tandem_llm_batch_size_count")
-    lists = metric(after, "tandem_llm_batch_size_sum") - metric(before, "tandem_llm_batch_size_sum")
+
+    def delta(name: str) -> float:
+        return metric(after, name) - metric(before, name)
+
+    searches = delta("tandem_llm_batch_size_count")
+    stages = {k: float(np.mean([a["timings_ms"].get(k, 0.0) for a in answers])) if answers else 0.0
+              for k in ("parameters", "srm", "llm", "fusion", "total")}
     return {"backend": backend, "server_flags": extra, "requests": len(lat), "errors": sum(s != 200 for s in status),
-            "degraded": int(degraded), "statuses": sorted(set(status)), "startup_s": round(startup, 1),
-            "wall_s": round(wall, 2), "requests_per_s": len(lat) / wall, "p50_s": float(np.percentile(lat, 50)) / 1e3,
-            "p99_s": float(np.percentile(lat, 99)) / 1e3, "max_s": float(np.max(lat)) / 1e3,
-            "searches": int(searches), "mean_batch": lists / searches if searches else 0.0}
+            "degraded": sum(a["decision"]["degraded"] for a in answers), "statuses": sorted(set(status)),
+            "startup_s": round(startup, 1), "wall_s": round(wall, 2), "requests_per_s": len(lat) / wall,
+            "p50_s": float(np.percentile(lat, 50)) / 1e3, "p99_s": float(np.percentile(lat, 99)) / 1e3,
+            "max_s": float(np.max(lat)) / 1e3, "searches": int(searches),
+            "mean_batch": delta("tandem_llm_batch_size_sum") / searches if searches else 0.0,
+            "search_seconds": delta("tandem_llm_batch_seconds_sum"),
+            "mean_queue_wait_s": delta("tandem_llm_queue_wait_seconds_sum") / max(1.0, delta(
+                "tandem_llm_queue_wait_seconds_count")),
+            "mean_stage_ms": stages}
 
 
 def main() -> None:
@@ -121,10 +131,13 @@ def main() -> None:
         runs["vllm"] = run_arm("vllm", args.vllm_python, "vllm", [], args)
     who = "one user" if args.repeat_users else "distinct users"
     print(f"{args.requests} concurrent /v1/recommend requests ({who}), server with {args.threads} threads")
-    print(f"{'arm':<10}{'errors':>7}{'degraded':>9}{'req/s':>9}{'p50 s':>8}{'p99 s':>8}{'batch':>7}{'start s':>9}")
+    print(f"{'arm':<10}{'errors':>7}{'degraded':>9}{'req/s':>9}{'p50 s':>8}{'p99 s':>8}{'batch':>7}{'search s':>9}"
+          f"{'start s':>9}")
     for name, r in runs.items():
         print(f"{name:<10}{r['errors']:>7}{r['degraded']:>9}{r['requests_per_s']:>9.2f}{r['p50_s']:>8.2f}"
-              f"{r['p99_s']:>8.2f}{r['mean_batch']:>7.1f}{r['startup_s']:>9.1f}")
+              f"{r['p99_s']:>8.2f}{r['mean_batch']:>7.1f}{r['search_seconds']:>9.1f}{r['startup_s']:>9.1f}")
+        print(f"{'':<10}mean ms per request by stage: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r["mean_stage_ms"].items()))
     b, one = runs["batched"], runs["batch1"]
     runs["ratios"] = {"requests_per_s": b["requests_per_s"] / one["requests_per_s"],
                       "p99": b["p99_s"] / one["p99_s"]}

@@ -1,6 +1,7 @@
 """Faults between the tiers, on real servers: the LLM backend failing in the middle of a burst of concurrent requests
-(each request of a failed batch gets a degraded answer, none a 5xx), and the device session against a cloud that drops connections, answers
-late, or sends malformed or truncated JSON (degraded answers and kept parameters, never an exception)."""
+(each request of a failed batch gets a degraded answer, none a 5xx), and the device session against a cloud that
+drops connections, answers late, or sends malformed or truncated JSON (degraded answers and kept parameters, never an
+exception)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from tests.test_service import check_recommendation
 @pytest.fixture(scope="module")
 def live(service_store):
     from llm_cloud.service.app import create_app
-
     from llm_cloud.service.queue_config import QueueConfig
 
     # batches of at most 3, so a burst of 8 fresh-list requests takes several batched searches

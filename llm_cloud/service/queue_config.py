@@ -19,12 +19,15 @@ class QueueConfig:
     deadline_ms: float = field(default=10_000.0, metadata={"help": "per-request deadline in milliseconds: past it "
                                                                   "/v1/recommend answers from what it has (degraded) "
                                                                   "and /v1/candidates and /v1/explain answer 503"})
+    cpu_slots: int = field(default=1, metadata={"help": "requests that run the SRM and the parameter generator at "
+                                                       "once (a request waiting for the LLM holds none), so request "
+                                                       "threads do not crowd out the LLM's batched search"})
     reasoning_workers: int = field(default=1, metadata={"help": "threads that run the reasoning model"})
     reasoning_queue: int = field(default=8, metadata={"help": "reasoning calls that may wait at once; one more is "
                                                               "answered 429"})
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "reasoning_workers", "reasoning_queue"):
+        for name in ("max_batch", "max_queue", "cpu_slots", "reasoning_workers", "reasoning_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_wait_ms", "deadline_ms"):

@@ -45,7 +45,7 @@ from llm_cloud.service.metrics import Metrics
 from llm_cloud.service.queue_config import QueueConfig
 from llm_cloud.service.stack import Stack
 from srm_device.head import HeadParams
-from srm_device.ranking import CandidateList, rank_step
+from srm_device.ranking import CandidateList, Step, rank_step
 from srm_device.scoring import candidate_logits, recent_window, user_vector
 from tandem import protocol as p
 
@@ -133,6 +133,16 @@ class CandidateLRU:
 
 
 
+@contextmanager
+def _released(sem: threading.Semaphore):
+    """Give a held slot back for the duration (a request waiting for the LLM computes nothing)."""
+    sem.release()
+    try:
+        yield
+    finally:
+        sem.acquire()
+
+
 class _Timer:
     STAGES = ("parameters", "srm", "policy", "llm", "fusion", "total")
 
@@ -164,6 +174,7 @@ class TandemServing:
         self.queues = queues or QueueConfig()
         self.batcher = CandidateBatcher(lambda histories, n: stack.backend.beam_candidates(histories, n), self.queues,
                                         self.metrics, self._store)
+        self.cpu = threading.Semaphore(self.queues.cpu_slots)
         self.reasoning = BoundedLane("reasoning", self.queues.reasoning_workers, self.queues.reasoning_queue,
                                      retry_after_s(self.queues), self.metrics)
         self._codebooks = {name: p.Codebook(prototypes=book.prototypes.tolist(), basis=book.basis.tolist())
@@ -259,54 +270,28 @@ class TandemServing:
     # --- routes ---------------------------------------------------------------------------------------------------
     def recommend(self, req: p.RecommendRequest, deadline: float | None = None) -> p.RecommendResponse:
         """The fused top ``k`` (module docstring); with ``reasoning`` also a trace for the top item (400 without a
-        reasoning model). The list is the same with and without ``reasoning``."""
+        reasoning model). The list is the same with and without ``reasoning``. The model work holds one of the
+        ``cpu_slots``, given back while the request waits for the LLM or the reasoning model."""
         reasoner = self.reasoner("reasoning") if req.reasoning else None
-        st, th, t = self.stack, self.stack.thresholds, _Timer()
+        st, t = self.stack, _Timer()
         deadline = self.deadline(deadline)
         with t("total"):
             history = self.user_history(req.user_id) if req.user_id is not None else self.check_items(
                 req.history or [], "history")
-            with t("parameters"):
-                head = self.head(history)
-            with t("srm"):
-                user = user_vector(st.srm, history, head)  # (1, d)
-            need = min(max(th.n_candidates, req.k), p.MAX_K)
-            entry = self.cache.get(history, need)
-            current = entry is not None
-            if entry is None:
-                entry = self.cache.stale(history, need, th.staleness)
-            refused: list[Overloaded] = []
-
-            def fetch() -> CandidateList:
-                try:
-                    return self.generate(history, need, deadline).candidates(need)
-                except Overloaded as exc:
-                    refused.append(exc)
-                    raise
-                except DeadlineExceeded:
-                    log.warning("recommend: no fresh candidate list within the deadline; answering degraded")
-                    raise
-                except Exception:
-                    log.exception("recommend: the LLM failed; answering degraded")
-                    raise
-
-            step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need), fetch,
-                             st.policy, st.threshold, th.fusion, st.fusion_params, req.k, th.recent_k,
-                             current=current, timer=t)
-            if refused:  # backpressure: the client is told to come back rather than served a degraded list
-                raise refused[0]
-            decision = p.Decision(policy=th.policy, requested=step.requested, cache_hit=not step.requested,
-                                  degraded=step.degraded, cold_start=bool(step.candidates and
-                                                                          step.candidates.cold_start))
-            if step.policy_score is not None:
-                decision.score, decision.threshold = step.policy_score, float(st.threshold.tau)
+            with self.cpu:
+                step, need = self._rank(req, history, deadline, t)
+                decision = p.Decision(policy=st.thresholds.policy, requested=step.requested,
+                                      cache_hit=not step.requested, degraded=step.degraded,
+                                      cold_start=bool(step.candidates and step.candidates.cold_start))
+                if step.policy_score is not None:
+                    decision.score, decision.threshold = step.policy_score, float(st.threshold.tau)
+                r = step.ranked
+                items = [self._item(int(r.items[i]), float(r.fused[i]), None if r.llm is None else float(r.llm[i]),
+                                    float(r.srm[i])) for i in range(len(r.items))]
+                pool = self._pool(history, step) if req.candidates else None
             if step.degraded:
                 self.metrics.degraded.inc()
             (self.metrics.cache_hits if decision.cache_hit else self.metrics.cache_misses).inc()
-            r = step.ranked
-            items = [self._item(int(r.items[i]), float(r.fused[i]), None if r.llm is None else float(r.llm[i]),
-                                float(r.srm[i])) for i in range(len(r.items))]
-            pool = self._pool(history, step) if req.candidates else None
             reasoning = None
             if reasoner is not None:
                 with t("reasoning"):
@@ -322,6 +307,42 @@ class TandemServing:
                            down=p.list_bytes(need) if sent else 0, parameters=st.codebook.update_bytes())
         return p.RecommendResponse(items=items, fusion=r.fusion, decision=decision, candidates=pool,
                                    wire_bytes=wire, notes=step.notes, reasoning=reasoning, timings_ms=t.ms)
+
+    def _rank(self, req: p.RecommendRequest, history: list[int], deadline: float, t: _Timer) -> tuple[Step, int]:
+        """The device's step for this history: generated head, user vector, cached or fresh list, fusion. Raises
+        :class:`Overloaded` (429) when the list it needed could not even be queued."""
+        st, th = self.stack, self.stack.thresholds
+        with t("parameters"):
+            head = self.head(history)
+        with t("srm"):
+            user = user_vector(st.srm, history, head)  # (1, d)
+        need = min(max(th.n_candidates, req.k), p.MAX_K)
+        entry = self.cache.get(history, need)
+        current = entry is not None
+        if entry is None:
+            entry = self.cache.stale(history, need, th.staleness)
+        refused: list[Overloaded] = []
+
+        def fetch() -> CandidateList:
+            try:
+                with _released(self.cpu):
+                    return self.generate(history, need, deadline).candidates(need)
+            except Overloaded as exc:
+                refused.append(exc)
+                raise
+            except DeadlineExceeded:
+                log.warning("recommend: no fresh candidate list within the deadline; answering degraded")
+                raise
+            except Exception:
+                log.exception("recommend: the LLM failed; answering degraded")
+                raise
+
+        step = rank_step(st.srm, user, history, None if entry is None else entry.candidates(need), fetch,
+                         st.policy, st.threshold, th.fusion, st.fusion_params, req.k, th.recent_k, current=current,
+                         timer=t)
+        if refused:  # backpressure: the client is told to come back rather than served a degraded list
+            raise refused[0]
+        return step, need
 
     @torch.no_grad()
     def _pool(self, history: list[int], step) -> list[p.CandidateItem] | None:
