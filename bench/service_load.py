@@ -76,6 +76,29 @@ async def fire(url: str, bodies: list[dict]) -> tuple[list[float], list[int], fl
     return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results if r[2]], wall
 
 
+def isolated_search(artifacts: str, threads: int, users: int = 64) -> dict[int, float]:
+    """Lists/s of the store's LLM search alone, in this process's main thread, by batch size: the ceiling of the
+    service's fresh-list throughput (n = 100, the first ``users`` users)."""
+    import torch
+
+    from llm_cloud.service.stack import load_stack
+
+    torch.set_num_threads(threads)
+    stack = load_stack(artifacts)
+    try:
+        histories = [np.asarray(seq[:-1]) for seq in stack.dataset.sequences[1:users + 1]]
+        stack.backend.beam_candidates(histories[:2], 100)  # warm-up
+        out = {}
+        for size in (1, 8, 32):
+            t0 = time.perf_counter()
+            for i in range(0, users, size):
+                stack.backend.beam_candidates(histories[i:i + size], 100)
+            out[size] = users / (time.perf_counter() - t0)
+        return out
+    finally:
+        stack.close()
+
+
 def metric(text: str, name: str) -> float:
     return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " "))
 
@@ -125,6 +148,7 @@ def main() -> None:
     p.add_argument("--json", help="write the results as JSON")
     args = p.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    ceiling = isolated_search(args.artifacts, args.threads)
     runs = {"batched": run_arm("batched", sys.executable, "transformers", [], args),
             "batch1": run_arm("batch1", sys.executable, "transformers", ["--max-batch", "1"], args)}
     if args.vllm_python:
@@ -138,6 +162,8 @@ def main() -> None:
               f"{r['p99_s']:>8.2f}{r['mean_batch']:>7.1f}{r['search_seconds']:>9.1f}{r['startup_s']:>9.1f}")
         print(f"{'':<10}mean ms per request by stage: "
               + ", ".join(f"{k} {v:.0f}" for k, v in r["mean_stage_ms"].items()))
+    print("the search alone, lists/s by batch size: " + ", ".join(f"{k}: {v:.1f}" for k, v in ceiling.items()))
+    runs["isolated_search_lists_per_s"] = ceiling
     b, one = runs["batched"], runs["batch1"]
     runs["ratios"] = {"requests_per_s": b["requests_per_s"] / one["requests_per_s"],
                       "p99": b["p99_s"] / one["p99_s"]}

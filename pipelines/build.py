@@ -3,7 +3,8 @@
 Stages, in order: semantic IDs → generative LLM (TRL SFT) ‖ SRM (SASRec) → parameter generator → LSC4Rec
 collaborative SRM (arXiv 2502.08667) → fusion and request-policy thresholds. The LLM trains in a second process with
 one thread while the SRM and the parameter generator train here with the other, because the two branches are
-independent and these machines have two cores.
+independent and these machines have two cores; once the SRM branch is done, the trainer takes every core (it reads its
+thread count from ``logs/llm_threads`` before each step).
 
 A stage is skipped when the manifest records it with the same inputs (its settings and the hashes of the stages it
 reads) and its folder still hashes to what was recorded. A stage whose inputs changed is rebuilt from scratch; a stage
@@ -182,13 +183,19 @@ class Builder:
         cfg_file = atomic_write_text(logs / "llm_sft.yaml",
                                      yaml.safe_dump(sft.model_copy(update=update).model_dump(mode="json")))
         env = child_env({**os.environ, "TQDM_DISABLE": "1"})  # the trainer dies with this process
-        if self.cfg.parallel:
+        cmd = [sys.executable, "-m", "llm_cloud.train.sft", "--config", str(cfg_file), "--out", str(self.store.llm)]
+        if self.cfg.parallel:  # one core each until the SRM branch is done, then the trainer takes both
             env["OMP_NUM_THREADS"] = "1"
+            cmd += ["--threads-file", str(atomic_write_text(self.llm_threads_file, "1\n"))]
         log = open(logs / "llm.log", "w")  # noqa: SIM115 - closed in finish_llm
-        proc = subprocess.Popen([sys.executable, "-m", "llm_cloud.train.sft", "--config", str(cfg_file), "--out",
-                                 str(self.store.llm)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         proc.log = log  # type: ignore[attr-defined]
         return proc
+
+    @property
+    def llm_threads_file(self) -> Path:
+        """The LLM trainer's thread count, which it reads before every step (``--threads-file``)."""
+        return self.store.root / "logs" / "llm_threads"
 
     def finish_llm(self, proc: subprocess.Popen) -> dict:
         rc = proc.wait()
@@ -281,6 +288,7 @@ class Builder:
                     llm.terminate()
                 raise
             if llm is not None:
+                atomic_write_text(self.llm_threads_file, f"{os.cpu_count() or 1}\n")  # the SRM's core is free now
                 bar.set_postfix_str("llm (waiting for the second process)")
                 summary = self.finish_llm(llm)
                 self.record("llm", time.perf_counter() - t_llm, summary)

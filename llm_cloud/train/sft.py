@@ -31,7 +31,36 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (overrides output_dir of the config)")
     parser.add_argument("--overwrite", action="store_true", help="discard an interrupted run's trainer checkpoints "
                         "instead of resuming from them")
+    parser.add_argument("--threads-file", metavar="FILE", help="a file holding a torch thread count, read before every "
+                        "step; when it changes, training switches to that many threads (tandem build raises it once "
+                        "the SRM branch is done with its core)")
     return parser
+
+
+def threads_from_file(path: str | Path):
+    """A ``TrainerCallback`` that sets torch's thread count from the file at ``path`` whenever the file changes
+    (one ``stat`` per step). A missing or unreadable file changes nothing."""
+    import torch
+    from transformers import TrainerCallback
+
+    class ThreadsFromFile(TrainerCallback):
+        def __init__(self) -> None:
+            self.path, self.seen = Path(path), None
+
+        def on_step_begin(self, args, state, control, **kwargs) -> None:
+            try:
+                stamp = self.path.stat().st_mtime_ns
+                if stamp == self.seen:
+                    return
+                self.seen = stamp
+                threads = int(self.path.read_text().strip())
+            except (OSError, ValueError):
+                return
+            if threads >= 1 and threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+                print(f"sft: {threads} torch thread(s) from step {state.global_step}", file=sys.stderr, flush=True)
+
+    return ThreadsFromFile()
 
 
 def _require_packages() -> None:
@@ -105,9 +134,10 @@ def prepare_scratch(scratch: Path, run: dict, overwrite: bool) -> Path | None:
     return None
 
 
-def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path:
+def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False,
+            threads_file: str | Path | None = None) -> Path:
     """Train and save the checkpoint folder ``out`` (replaced atomically by the main process); an interrupted run
-    resumes from its last trainer checkpoint unless ``overwrite``."""
+    resumes from its last trainer checkpoint unless ``overwrite``. ``threads_file``: see :func:`threads_from_file`."""
     _require_packages()
     from llm_cloud.generative.profiles import PROFILES
 
@@ -151,7 +181,8 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False) -> Path
         eval_strategy="no", report_to="none", logging_steps=50,
     )
     trainer_cls = SFTTrainer if profile.fused_loss else _plain_loss_trainer(SFTTrainer)
-    trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                          callbacks=[threads_from_file(threads_file)] if threads_file else None)
     pruning = nullcontext()
     if cfg.rastp is not None:
         from llm_cloud.generative.rastp import rastp_pruning
@@ -187,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         cfg = load_sft_config(args.config)
-        run_sft(cfg, args.out or cfg.output_dir, args.overwrite)
+        run_sft(cfg, args.out or cfg.output_dir, args.overwrite, args.threads_file)
     except TandemError as exc:
         print(f"sft: error: {exc}", file=sys.stderr)
         return exc.exit_code
