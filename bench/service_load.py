@@ -5,7 +5,8 @@ Each arm starts a real server on a free port with the given artifact store, wait
 request, then sends ``--requests`` requests at once (distinct users, so every one needs a fresh LLM candidate list
 unless --repeat-users) and reports errors, degraded answers, latency percentiles, requests/s and the batch sizes the
 server reports. The arms: ``batched`` (the server's defaults) and ``batch1`` (``--max-batch 1``: one list per beam
-search, as before micro-batching); with ``--vllm-python`` also ``vllm`` (batched, vLLM backend). The deadline is set
+search, as before micro-batching) and ``in_process`` (batched, the search on a thread of the server process instead
+of its own process); with ``--vllm-python`` also ``vllm`` (batched, vLLM backend). The deadline is set
 far out in every arm, so the numbers measure throughput rather than the deadline. Run from the repository root:
 
     python -m bench.service_load --artifacts ~/.cache/tandem/artifacts/ml-100k-tiny [--json OUT]
@@ -107,6 +108,7 @@ def run_arm(name: str, python: str, backend: str, extra: list[str], args: argpar
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path(args.log_dir) / f"service_load_{name}.log"
+    extra = [*args.server_args.split(), *extra]
     proc = start_server(python, args.artifacts, backend, port, args.threads, log, extra)
     try:
         startup = wait_ready(url, proc)
@@ -145,12 +147,14 @@ def main() -> None:
     p.add_argument("--repeat-users", action="store_true", help="all requests for one user (cache hits)")
     p.add_argument("--vllm-python", help="python of a venv with the [vllm] extra; adds the vLLM backend")
     p.add_argument("--log-dir", default="runs", help="server logs go here")
+    p.add_argument("--server-args", default="", help="more `tandem serve` flags for every arm, e.g. '--llm-threads 2'")
     p.add_argument("--json", help="write the results as JSON")
     args = p.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     ceiling = isolated_search(args.artifacts, args.threads)
     runs = {"batched": run_arm("batched", sys.executable, "transformers", [], args),
-            "batch1": run_arm("batch1", sys.executable, "transformers", ["--max-batch", "1"], args)}
+            "batch1": run_arm("batch1", sys.executable, "transformers", ["--max-batch", "1"], args),
+            "in_process": run_arm("in_process", sys.executable, "transformers", ["--no-llm-process"], args)}
     if args.vllm_python:
         runs["vllm"] = run_arm("vllm", args.vllm_python, "vllm", [], args)
     who = "one user" if args.repeat_users else "distinct users"

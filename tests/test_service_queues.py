@@ -212,3 +212,30 @@ def test_slow_reasoning_has_a_deadline_and_a_bounded_lane(stack, monkeypatch) ->
         wait_for(lambda: client.post("/v1/explain", json={"history": [1, 2, 3], "item_id": 6}).status_code == 200)
         fast = client.post("/v1/explain", json={"history": [1, 2, 3], "item_id": 6})
         assert fast.status_code == 200 and fast.json()["trace"] == "because"
+
+
+def test_search_in_its_own_process_gives_the_same_lists_and_survives_its_death(stack) -> None:
+    import os
+    import signal
+
+    histories = [[2, 4, 6], [3, 5], [7, 9, 11, 13]]
+    alone = [stack.backend.beam_candidates([np.asarray(h)], 20)[0] for h in histories]
+    with serve(stack, llm_process=True) as (server, client), ThreadPoolExecutor(3) as pool:
+        worker = server.app.state.serving.llm_process
+        assert worker is not None and worker.pid != os.getpid()
+        answers = list(pool.map(lambda h: client.post("/v1/candidates", json={"history": h, "n": 20}), histories))
+        for answer, ref in zip(answers, alone):
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["items"] == list(ref.items)
+            np.testing.assert_allclose(answer.json()["scores"], ref.scores, atol=1e-4)
+        bad = client.post("/v1/candidates", json={"history": [1, 2], "n": 0})
+        assert bad.status_code == 422
+        first = worker.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not worker._proc.is_alive())
+        # the next search finds the process gone, starts a new one, and answers
+        again = client.post("/v1/candidates", json={"history": [8, 10], "n": 10})
+        assert again.status_code == 200, again.text
+        assert worker.pid not in (None, first)
+        rec = client.post("/v1/recommend", json={"history": [12, 14, 16], "k": 5})
+        assert rec.status_code == 200 and not rec.json()["decision"]["degraded"]

@@ -19,6 +19,11 @@ class QueueConfig:
     deadline_ms: float = field(default=10_000.0, metadata={"help": "per-request deadline in milliseconds: past it "
                                                                   "/v1/recommend answers from what it has (degraded) "
                                                                   "and /v1/candidates and /v1/explain answer 503"})
+    llm_process: bool = field(default=False, metadata={
+        "help": "run the transformers backend's candidate search in a process of its own, so it does not share the "
+                "interpreter lock with the HTTP side (tandem serve turns it on; the vLLM backend has its own engine "
+                "process)", "cli": False})
+    llm_threads: int = field(default=1, metadata={"help": "torch threads of that process"})
     cpu_slots: int = field(default=1, metadata={"help": "requests that run the SRM and the parameter generator at "
                                                        "once (a request waiting for the LLM holds none), so request "
                                                        "threads do not crowd out the LLM's batched search"})
@@ -27,7 +32,7 @@ class QueueConfig:
                                                               "answered 429"})
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "cpu_slots", "reasoning_workers", "reasoning_queue"):
+        for name in ("max_batch", "max_queue", "llm_threads", "cpu_slots", "reasoning_workers", "reasoning_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_wait_ms", "deadline_ms"):

@@ -161,8 +161,9 @@ class _Timer:
 class TandemServing:
     """The handlers of every ``/v1`` route over one loaded :class:`Stack`.
 
-    The LLM backend is not thread-safe (transformers): only the batcher's one worker thread calls it. The reasoning
-    model runs on its own bounded lane. The SRM and the parameter generator only run inference and are shared.
+    The LLM backend is not thread-safe (transformers): only the batcher's one worker thread calls it, in this process
+    or, with ``queues.llm_process``, in a child process (:mod:`llm_cloud.service.llm_process`). The reasoning model
+    runs on its own bounded lane. The SRM and the parameter generator only run inference and are shared.
     ``deadline`` arguments are ``time.monotonic()`` values (None: ``queues.deadline_ms`` from now).
     """
 
@@ -172,7 +173,13 @@ class TandemServing:
         self.cache = CandidateLRU(cache_size, getattr(getattr(stack.backend, "artifact", None), "max_items", None))
         self.metrics = metrics or Metrics()
         self.queues = queues or QueueConfig()
-        self.batcher = CandidateBatcher(lambda histories, n: stack.backend.beam_candidates(histories, n), self.queues,
+        self.llm_process = None
+        if self.queues.llm_process and stack.backend.name == "transformers":
+            from llm_cloud.service.llm_process import LLMProcess
+
+            self.llm_process = LLMProcess(stack.store.llm, "transformers", self.queues.llm_threads)
+        search = self.llm_process or stack.backend
+        self.batcher = CandidateBatcher(lambda histories, n: search.beam_candidates(histories, n), self.queues,
                                         self.metrics, self._store)
         self.cpu = threading.Semaphore(self.queues.cpu_slots)
         self.reasoning = BoundedLane("reasoning", self.queues.reasoning_workers, self.queues.reasoning_queue,
@@ -203,6 +210,8 @@ class TandemServing:
         """Stop the batcher and the reasoning lane (the stack belongs to whoever loaded it)."""
         self.batcher.close()
         self.reasoning.close()
+        if self.llm_process is not None:
+            self.llm_process.close()
 
     def deadline(self, deadline: float | None) -> float:
         return time.monotonic() + self.queues.deadline_ms / 1000.0 if deadline is None else deadline

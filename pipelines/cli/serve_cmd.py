@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_cloud.service.stack import load_stack
 
     try:
-        queues = dataclass_from_args(QueueConfig, args)
+        queues = dataclass_from_args(QueueConfig, args, llm_process=args.llm_process)
     except ValueError as exc:
         raise TandemError(f"{exc}; see tandem serve --help") from None
     verify_store(root)  # a truncated or edited file: one line and exit code 2, not a half-loaded server
@@ -110,4 +110,8 @@ def register(sub) -> None:
 def _queue_flags(parser: argparse.ArgumentParser) -> None:
     from llm_cloud.service.queue_config import QueueConfig
 
-    add_dataclass_arguments(parser.add_argument_group("queues and deadlines"), QueueConfig)
+    group = parser.add_argument_group("queues and deadlines")
+    group.add_argument("--llm-process", action=argparse.BooleanOptionalAction, default=True,
+                       help="run the transformers backend's candidate search in a process of its own, so it does not "
+                            "share the interpreter lock with the HTTP side (default: on)")
+    add_dataclass_arguments(group, QueueConfig)
