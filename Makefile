@@ -43,7 +43,8 @@ test-vllm:
 	    if [ "$${CI:-}" = true ]; then echo "test-vllm: CI=true, so this is a failure"; exit 1; fi; exit 0; }; \
 	fi; \
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_NUM_OF_RESERVED_CPU=0 $(VLLM_VENV)/bin/python -m pytest -q \
-	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py tests/test_thinkrec_vllm.py
+	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py tests/test_thinkrec_vllm.py \
+	  tests/test_service_reasoning_vllm.py
 
 # Debian's Chromium and its driver, for the web page's browser tests (tests/test_ui_browser.py skips without them).
 # Needs root or sudo. No test tool downloads a browser of its own.

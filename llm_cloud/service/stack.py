@@ -58,6 +58,8 @@ class Stack:
 
     def close(self) -> None:
         self.backend.close()
+        if self.reasoner is not None:
+            self.reasoner.close()
 
 
 def _fix(store: Store) -> str:
@@ -150,7 +152,8 @@ def load_stack(store_dir: str | Path, backend: str = "transformers", thinkrec: s
         from llm_cloud.thinkrec.serve import Reasoner
 
         try:
-            stack.reasoner = Reasoner.load(folder, stack.dataset.catalogue, stack.srm.config.hidden_size)
+            stack.reasoner = Reasoner.load(folder, stack.dataset.catalogue, stack.srm.config.hidden_size,
+                                           engine=backend)
         except BaseException:
             stack.close()
             raise

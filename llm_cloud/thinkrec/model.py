@@ -80,8 +80,8 @@ class ThinkRecModel:
             model.load_adapter(str(folder / "experts" / name), adapter_name=name)
         clustering = (Clustering.from_json(json.loads((folder / "clusters.json").read_text()))
                       if experts and (folder / "clusters.json").is_file() else None)
-        return cls(model, AutoTokenizer.from_pretrained(meta["base_model"]), int(meta.get("max_length", 768)),
-                   clustering, experts)
+        tokenizer = AutoTokenizer.from_pretrained(meta.get("tokenizer") or meta["base_model"])  # as VLLMThinkRec
+        return cls(model, tokenizer, int(meta.get("max_length", 768)), clustering, experts)
 
     def adapter_for(self, user: np.ndarray | None) -> tuple[str, Route | None]:
         """The adapter for a user vector (d,): its group's, the general one, or the exact weighted mixture of the

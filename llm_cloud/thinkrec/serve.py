@@ -38,15 +38,27 @@ class Reasoner:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
-    def load(cls, folder: str | Path, catalogue, hidden_size: int | None = None) -> Reasoner:
-        """Load the ThinkRec folder for ``catalogue``; ``hidden_size`` (the SRM's width) is checked against the user
-        clustering's centroids. Any failure is a one-line :class:`TandemError` naming the folder and the fix."""
+    def load(cls, folder: str | Path, catalogue, hidden_size: int | None = None,
+             engine: str = "transformers") -> Reasoner:
+        """Load the ThinkRec folder for ``catalogue`` on ``engine`` (``transformers``, or ``vllm``:
+        :class:`~llm_cloud.thinkrec.vllm_scorer.VLLMThinkRec`, the same API with each adapter a per-request LoRA);
+        ``hidden_size`` (the SRM's width) is checked against the user clustering's centroids. Any failure is a
+        one-line :class:`TandemError` naming the folder and the fix."""
         folder = Path(folder).expanduser()
         if not (folder / META).is_file():
             raise TandemError(f"{folder} is not a ThinkRec folder (no {META}); {BUILD_HINT}")
+        if engine not in ("transformers", "vllm"):
+            raise TandemError(f"unknown reasoning engine {engine!r}; choose transformers or vllm")
         try:
-            model = ThinkRecModel.load(folder)
+            if engine == "vllm":
+                from llm_cloud.thinkrec.vllm_scorer import VLLMThinkRec
+
+                model = VLLMThinkRec(folder)
+            else:
+                model = ThinkRecModel.load(folder)
             texts = ItemTexts(catalogue, KeywordCache(folder / "keywords.json"))
+        except TandemError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a corrupt adapter or base model can fail in many libraries
             raise TandemError(f"ThinkRec folder {folder} could not be loaded ({type(exc).__name__}: {exc}); rebuild "
                               f"it ({BUILD_HINT}), or serve without --thinkrec") from exc
@@ -56,6 +68,12 @@ class Reasoner:
                 raise TandemError(f"{folder / 'clusters.json'} clusters users of width {width} but the served SRM has "
                                   f"width {hidden_size}; rebuild the ThinkRec model on this store ({BUILD_HINT})")
         return cls(model, texts, folder)
+
+    def close(self) -> None:
+        """Release the engine (vLLM's worker processes); the transformers model holds nothing that needs it."""
+        close = getattr(self.model, "close", None)
+        if close is not None:
+            close()
 
     @staticmethod
     def user(srm, history: list[int]) -> np.ndarray:

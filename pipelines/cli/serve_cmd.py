@@ -95,7 +95,8 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
-                   help="LLM backend (default: transformers; vllm needs the [vllm] extra)")
+                   help="engine of the LLM and of the reasoning model (default: transformers; vllm needs the "
+                        "[vllm] extra)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--cache-size", type=_positive, default=4096,
                    help="candidate lists kept in the server's LRU cache (default: 4096)")
