@@ -131,8 +131,6 @@ class CandidateLRU:
                 self._data.popitem(last=False)
 
 
-
-
 @contextmanager
 def _released(sem: threading.Semaphore):
     """Give a held slot back for the duration (a request waiting for the LLM computes nothing)."""
