@@ -239,3 +239,12 @@ def test_search_in_its_own_process_gives_the_same_lists_and_survives_its_death(s
         assert worker.pid not in (None, first)
         rec = client.post("/v1/recommend", json={"history": [12, 14, 16], "k": 5})
         assert rec.status_code == 200 and not rec.json()["decision"]["degraded"]
+
+
+def test_search_process_that_cannot_load_says_why(tmp_path) -> None:
+    from llm_cloud.service.llm_process import LLMProcess
+
+    proc = LLMProcess(tmp_path / "no-such-llm")  # starts loading at once; ready() waits for the answer
+    with pytest.raises(RuntimeError, match="could not load .*no-such-llm"):
+        proc.ready()
+    proc.close()

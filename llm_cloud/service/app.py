@@ -42,12 +42,13 @@ STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
 def create_app(store_dir: str | Path | None = None, backend: str = "transformers", *, stack: Stack | None = None,
                threads: int | None = None, cache_size: int = 4096, api_keys: tuple[str, ...] | None = None,
                background_load: bool = False, backend_options: dict | None = None,
-               queues: QueueConfig | None = None) -> FastAPI:
+               queues: QueueConfig | None = None, llm_process=None) -> FastAPI:
     """The service over the store at ``store_dir`` (or an already loaded ``stack``).
 
     ``api_keys``: None reads ``TANDEM_API_KEYS`` now; an empty tuple turns authentication off. ``background_load``
     loads the store in a thread after startup (``/readyz`` says 503 until it is done) instead of before. ``queues``:
-    micro-batching, queue bounds and the request deadline (:class:`QueueConfig`).
+    micro-batching, queue bounds and the request deadline (:class:`QueueConfig`). ``llm_process``: an
+    :class:`~llm_cloud.service.llm_process.LLMProcess` already started for the store; the app stops it on shutdown.
     """
     if stack is None and store_dir is None:
         raise ValueError("create_app needs store_dir or stack")
@@ -60,7 +61,8 @@ def create_app(store_dir: str | Path | None = None, backend: str = "transformers
     def load(app: FastAPI) -> None:
         try:
             loaded = stack or load_stack(store_dir, backend, **(backend_options or {}))
-            app.state.serving = TandemServing(loaded, cache_size=cache_size, metrics=metrics, queues=queues)
+            app.state.serving = TandemServing(loaded, cache_size=cache_size, metrics=metrics, queues=queues,
+                                              llm_process=llm_process)
         except Exception as exc:  # noqa: BLE001 - the reason goes to /readyz
             app.state.load_error = str(exc) or type(exc).__name__
 

@@ -62,7 +62,8 @@ def _child(conn, checkpoint: str, backend: str, threads: int, options: dict) -> 
 
 class LLMProcess:
     """``beam_candidates`` of the checkpoint folder ``checkpoint``, computed in a child process (module docstring).
-    Calls are serialised (one pipe); the service's batcher is its only caller."""
+    Calls are serialised (one pipe); the service's batcher is its only caller. The child starts loading at once;
+    :meth:`ready` waits for it (the first search does too), so a server can load everything else meanwhile."""
 
     def __init__(self, checkpoint: str | Path, backend: str = "transformers", threads: int = 1,
                  options: dict | None = None) -> None:
@@ -71,9 +72,10 @@ class LLMProcess:
         self.n_items = 0
         self._lock = threading.Lock()
         self._proc = self._conn = None
-        self._start()
+        self._loading = False
+        self._spawn()
 
-    def _start(self) -> None:
+    def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         saved = dict(os.environ)
@@ -86,17 +88,31 @@ class LLMProcess:
             os.environ.clear()
             os.environ.update(saved)
         child.close()
+        self._proc, self._conn, self._loading = proc, parent, True
+
+    def ready(self) -> LLMProcess:
+        """Wait until the child has loaded the checkpoint; RuntimeError with the reason when it could not."""
+        with self._lock:
+            self._await_loaded()
+        return self
+
+    def _await_loaded(self) -> None:
+        if not self._loading:
+            return
+        proc, parent = self._proc, self._conn
         if not parent.poll(START_TIMEOUT_S):
-            proc.kill()
+            self._close_pipe()
             raise RuntimeError(f"the LLM process did not start within {START_TIMEOUT_S:g} s")
         try:
             kind, value = parent.recv()
         except EOFError:
-            raise RuntimeError(f"the LLM process exited while loading (exit code {proc.exitcode})") from None
+            code = proc.exitcode
+            self._close_pipe()
+            raise RuntimeError(f"the LLM process exited while loading (exit code {code})") from None
         if kind != "ready":
-            proc.join(5)
+            self._close_pipe()
             raise RuntimeError(f"the LLM process could not load {self.checkpoint}: {value}")
-        self._proc, self._conn, self.n_items = proc, parent, int(value)
+        self.n_items, self._loading = int(value), False
         log.info("LLM process %d serves %s (%s, %d thread(s))", proc.pid, self.checkpoint, self.backend, self.threads)
 
     @property
@@ -110,7 +126,8 @@ class LLMProcess:
                 log.warning("the LLM process is gone (exit code %s); starting it again",
                             None if self._proc is None else self._proc.exitcode)
                 self._close_pipe()
-                self._start()
+                self._spawn()
+            self._await_loaded()
             try:
                 self._conn.send(([np.asarray(h, dtype=np.int64) for h in histories], n))
                 reply = self._conn.recv()
@@ -133,7 +150,7 @@ class LLMProcess:
             self._proc.kill()
         if self._proc is not None:
             self._proc.join(5)
-        self._proc = None
+        self._proc, self._loading = None, False
 
     def close(self) -> None:
         """Stop the child."""

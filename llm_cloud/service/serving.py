@@ -50,6 +50,7 @@ from srm_device.scoring import candidate_logits, recent_window, user_vector
 from tandem import protocol as p
 
 if TYPE_CHECKING:
+    from llm_cloud.service.llm_process import LLMProcess
     from llm_cloud.thinkrec.serve import Reasoner
 
 log = logging.getLogger("tandem.service")
@@ -166,16 +167,18 @@ class TandemServing:
     """
 
     def __init__(self, stack: Stack, cache_size: int = 4096, metrics: Metrics | None = None,
-                 queues: QueueConfig | None = None) -> None:
+                 queues: QueueConfig | None = None, llm_process: LLMProcess | None = None) -> None:
+        """``llm_process``: one already started for this store (``tandem serve`` starts it before loading the
+        stack, so the two load side by side); else one is started here when ``queues.llm_process`` asks for it."""
         self.stack = stack
         self.cache = CandidateLRU(cache_size, getattr(getattr(stack.backend, "artifact", None), "max_items", None))
         self.metrics = metrics or Metrics()
         self.queues = queues or QueueConfig()
-        self.llm_process = None
-        if self.queues.llm_process and stack.backend.name == "transformers":
+        if llm_process is None and self.queues.llm_process and stack.backend.name == "transformers":
             from llm_cloud.service.llm_process import LLMProcess
 
-            self.llm_process = LLMProcess(stack.store.llm, "transformers", self.queues.llm_threads)
+            llm_process = LLMProcess(stack.store.llm, "transformers", self.queues.llm_threads)
+        self.llm_process = llm_process.ready() if llm_process is not None else None
         search = self.llm_process or stack.backend
         self.batcher = CandidateBatcher(lambda histories, n: search.beam_candidates(histories, n), self.queues,
                                         self.metrics, self._store)

@@ -68,9 +68,19 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TandemError(f"{exc}; see tandem serve --help") from None
     verify_store(root)  # a truncated or edited file: one line and exit code 2, not a half-loaded server
-    stack = load_stack(root, args.backend, thinkrec=args.thinkrec)  # a TandemError here is one line and exit code 2
+    llm_process = None
+    if queues.llm_process and args.backend == "transformers":  # it loads its copy while this process loads the rest
+        from llm_cloud.service.llm_process import LLMProcess
+
+        llm_process = LLMProcess(Store(root).llm, "transformers", queues.llm_threads)
+    try:
+        stack = load_stack(root, args.backend, thinkrec=args.thinkrec)  # a TandemError: one line, exit code 2
+    except BaseException:
+        if llm_process is not None:
+            llm_process.close()
+        raise
     app = create_app(root, args.backend, stack=stack, threads=args.threads, cache_size=args.cache_size,
-                     queues=queues)
+                     queues=queues, llm_process=llm_process)
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
