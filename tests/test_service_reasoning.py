@@ -81,7 +81,9 @@ def plain(store):
 def serving(stack):
     from llm_cloud.service.serving import TandemServing
 
-    return TandemServing(stack)
+    handlers = TandemServing(stack)
+    yield handlers
+    handlers.close()  # its batcher thread and reasoning lane
 
 
 @pytest.fixture()
