@@ -26,8 +26,11 @@ log = logging.getLogger("tandem.service")
 START_TIMEOUT_S = 300.0
 
 
-def _child(conn, checkpoint: str, backend: str, threads: int, options: dict) -> None:
-    """The child's loop: load the backend once, then answer ``(histories, n)`` until the pipe closes."""
+def _child(conn, env: dict[str, str], checkpoint: str, backend: str, threads: int, options: dict) -> None:
+    """The child's loop: load the backend once, then answer ``(histories, n)`` until the pipe closes. ``env`` is set
+    here, before torch is imported (importing this module does not import it), so the parent's own environment is
+    never touched."""
+    os.environ.update(env)
     from tandem.process import die_with_parent
 
     die_with_parent()
@@ -78,15 +81,10 @@ class LLMProcess:
     def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        saved = dict(os.environ)
-        os.environ.update(child_env({"OMP_NUM_THREADS": str(self.threads), "TQDM_DISABLE": "1"}))
-        try:  # spawn copies this process's environment when it starts the child
-            proc = ctx.Process(target=_child, args=(child, self.checkpoint, self.backend, self.threads, self.options),
-                               name="tandem-llm", daemon=True)
-            proc.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        env = child_env({"OMP_NUM_THREADS": str(self.threads), "TQDM_DISABLE": "1"})  # dies with this process
+        proc = ctx.Process(target=_child, args=(child, env, self.checkpoint, self.backend, self.threads, self.options),
+                           name="tandem-llm", daemon=True)
+        proc.start()
         child.close()
         self._proc, self._conn, self._loading = proc, parent, True
 
