@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from eval.pointwise import pointwise_report
+from llm_cloud.thinkrec.engines import load_model
 from llm_cloud.thinkrec.samples import Sample
 from llm_common.teacher import make_teacher
 from pipelines.thinkrec_build import Pipeline, PipelineConfig
@@ -65,20 +66,6 @@ def srm_arm(pipe: Pipeline, samples: list[Sample]) -> dict:
     return {"scores": scores, "seconds_per_sample": 0.0, "routes": {}}
 
 
-def scoring_model(folder: Path, bare: Path, backend: str = "transformers"):
-    """The assembled ThinkRec folder plus the ``bare`` adapter (trained without traces), on ``backend``: PEFT
-    adapters on one transformers model, or :class:`VLLMThinkRec` with every adapter a per-request LoRA."""
-    if backend == "vllm":
-        from llm_cloud.thinkrec.vllm_scorer import VLLMThinkRec
-
-        return VLLMThinkRec(folder, extra_adapters={"bare": bare})
-    from llm_cloud.thinkrec.model import ThinkRecModel
-
-    model = ThinkRecModel.load(folder)
-    model.model.load_adapter(str(bare), adapter_name="bare")
-    return model
-
-
 def run(cfg: PipelineConfig) -> dict:
     pipe = Pipeline(cfg)
     out = pipe.out
@@ -96,7 +83,7 @@ def run(cfg: PipelineConfig) -> dict:
     bare = pipe.train("bare", bare_rows, cfg.epochs)
     general = pipe.train("general", bare_rows + trace_rows, cfg.epochs)
     experts, clustering = pipe.experts(train, bare_rows + trace_rows, general)
-    model = scoring_model(pipe.assemble(general, experts), bare, cfg.backend)
+    model = load_model(pipe.assemble(general, experts), cfg.backend, {"bare": bare})  # bare: trained without traces
     suffix = "" if cfg.backend == "transformers" else f"_{cfg.backend}"  # each engine's scores kept apart
     think_users = set(sorted({s.user for s in test})[: cfg.think_users])
     subset = [s for s in test if s.user in think_users]
@@ -116,9 +103,7 @@ def run(cfg: PipelineConfig) -> dict:
             report[f"{name}@think_users"] = pointwise_report(
                 [samples[i].user for i in idx], [samples[i].label for i in idx],
                 [arm["scores"][i] for i in idx])
-    close = getattr(model, "close", None)
-    if close is not None:
-        close()
+    model.close()
     report["gating"] = dict(Counter(arms["experts_no_think"]["routes"].values()))
     report["backend"] = cfg.backend
     report["clusters"] = report.get("clusters", {"k": clustering.k})

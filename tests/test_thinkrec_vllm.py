@@ -135,8 +135,9 @@ def test_eval_thinkrec_arms_score_the_same_on_vllm(tmp_path_factory) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from llm_cloud.thinkrec.engines import load_model
     from llm_cloud.thinkrec.samples import Sample
-    from pipelines.thinkrec import score_arm, scoring_model
+    from pipelines.thinkrec import score_arm
 
     folder, base, _ = _build(tmp_path_factory.mktemp("eval_vllm"))
     torch.manual_seed(4)
@@ -158,8 +159,8 @@ def test_eval_thinkrec_arms_score_the_same_on_vllm(tmp_path_factory) -> None:
                                                       np.array([0.05, 1.0]) for u in hist})
     samples = [Sample(user=u, history=(1, 2, 3, 4)[: u + 1], item=u + 2, label=u % 2) for u in range(4)]
     arms = {"bare": (False, False, "bare"), "experts": (False, True, None), "think": (True, False, "general")}
-    reference = scoring_model(folder, folder.parent / "bare", "transformers")
-    served = scoring_model(folder, folder.parent / "bare", "vllm")
+    reference = load_model(folder, "transformers", {"bare": folder.parent / "bare"})
+    served = load_model(folder, "vllm", {"bare": folder.parent / "bare"})
     try:
         got = {k: score_arm(pipe, served, samples, *a) for k, a in arms.items()}
         want = {k: score_arm(pipe, reference, samples, *a) for k, a in arms.items()}

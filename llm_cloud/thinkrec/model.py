@@ -83,6 +83,9 @@ class ThinkRecModel:
         tokenizer = AutoTokenizer.from_pretrained(meta.get("tokenizer") or meta["base_model"])  # as VLLMThinkRec
         return cls(model, tokenizer, int(meta.get("max_length", 768)), clustering, experts)
 
+    def close(self) -> None:
+        """Nothing to release (the API :class:`~llm_cloud.thinkrec.vllm_scorer.VLLMThinkRec` shares)."""
+
     def adapter_for(self, user: np.ndarray | None) -> tuple[str, Route | None]:
         """The adapter for a user vector (d,): its group's, the general one, or the exact weighted mixture of the
         group adapters' ΔW. Without experts (or a vector) it is the general adapter."""

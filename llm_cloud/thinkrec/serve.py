@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_cloud.thinkrec.engines import load_model
 from llm_cloud.thinkrec.keywords import KeywordCache
 from llm_cloud.thinkrec.model import META, ItemTexts, ThinkRecModel
 from tandem.errors import TandemError
@@ -32,7 +33,7 @@ def _ms(start: float) -> float:
 class Reasoner:
     """A ThinkRec model ready to explain recommendations of the served catalogue."""
 
-    model: ThinkRecModel
+    model: ThinkRecModel  # or VLLMThinkRec, the same API (llm_cloud.thinkrec.engines)
     texts: ItemTexts
     folder: Path
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -47,15 +48,8 @@ class Reasoner:
         folder = Path(folder).expanduser()
         if not (folder / META).is_file():
             raise TandemError(f"{folder} is not a ThinkRec folder (no {META}); {BUILD_HINT}")
-        if engine not in ("transformers", "vllm"):
-            raise TandemError(f"unknown reasoning engine {engine!r}; choose transformers or vllm")
         try:
-            if engine == "vllm":
-                from llm_cloud.thinkrec.vllm_scorer import VLLMThinkRec
-
-                model = VLLMThinkRec(folder)
-            else:
-                model = ThinkRecModel.load(folder)
+            model = load_model(folder, engine)
             texts = ItemTexts(catalogue, KeywordCache(folder / "keywords.json"))
         except TandemError:
             raise
@@ -70,10 +64,8 @@ class Reasoner:
         return cls(model, texts, folder)
 
     def close(self) -> None:
-        """Release the engine (vLLM's worker processes); the transformers model holds nothing that needs it."""
-        close = getattr(self.model, "close", None)
-        if close is not None:
-            close()
+        """Release the engine (vLLM's worker processes)."""
+        self.model.close()
 
     @staticmethod
     def user(srm, history: list[int]) -> np.ndarray:
