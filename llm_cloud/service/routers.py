@@ -56,10 +56,9 @@ async def metrics(request: Request) -> Response:
     return Response(m.render(), media_type=m.content_type)
 
 
-def deadline(request: Request, serving: TandemServing) -> float | None:
-    """The request's deadline (``time.monotonic()``): its arrival plus the server's ``deadline_ms``."""
-    start = arrived(request.scope)
-    return None if start is None else start + serving.queues.deadline_ms / 1000.0
+def deadline(request: Request, serving: TandemServing) -> float:
+    """The request's deadline (``time.monotonic()``), counted from its arrival."""
+    return serving.deadline(arrived(request.scope))
 
 
 @v1.post("/recommend", response_model=p.RecommendResponse, summary="Top-k for a user or a history (LSC4Rec)",

@@ -214,8 +214,9 @@ class TandemServing:
         if self.llm_process is not None:
             self.llm_process.close()
 
-    def deadline(self, deadline: float | None) -> float:
-        return time.monotonic() + self.queues.deadline_ms / 1000.0 if deadline is None else deadline
+    def deadline(self, start: float | None = None) -> float:
+        """The deadline (``time.monotonic()``) of a request that arrived at ``start`` (None: now)."""
+        return (time.monotonic() if start is None else start) + self.queues.deadline_ms / 1000.0
 
     # --- shared steps ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -231,7 +232,7 @@ class TandemServing:
     def generate(self, history: list[int], n: int, deadline: float | None = None) -> CacheEntry:
         """A fresh LLM list for this history through the batcher (it caches it). Raises :class:`Overloaded` when
         the queue is full, :class:`DeadlineExceeded` past the deadline, else whatever the backend raised."""
-        deadline = self.deadline(deadline)
+        deadline = self.deadline() if deadline is None else deadline
         future = self.batcher.submit(self.cache.key(history), history, n, deadline)
         try:
             return self._entry(wait(future, deadline, "candidate list"), n)
@@ -239,9 +240,10 @@ class TandemServing:
             self.metrics.deadline_exceeded.labels("candidates").inc()
             raise
 
-    def reason(self, what: str, param: str | None, deadline: float, fn, *args):
+    def reason(self, what: str, param: str | None, deadline: float | None, fn, *args):
         """``fn(*args)`` on the reasoning lane within the deadline. 429 when its queue is full; 503 with the reason
         when it fails or runs past the deadline (the recommendation itself never depends on it)."""
+        deadline = self.deadline() if deadline is None else deadline
         future = self.reasoning.submit(fn, *args)
         hint = ", or send `reasoning: false`" if param else ""
         try:
@@ -284,7 +286,7 @@ class TandemServing:
         ``cpu_slots``, given back while the request waits for the LLM or the reasoning model."""
         reasoner = self.reasoner("reasoning") if req.reasoning else None
         st, t = self.stack, _Timer()
-        deadline = self.deadline(deadline)
+        deadline = self.deadline() if deadline is None else deadline
         with t("total"):
             history = self.user_history(req.user_id) if req.user_id is not None else self.check_items(
                 req.history or [], "history")
@@ -372,7 +374,7 @@ class TandemServing:
         reasoner = self.reasoner(None)
         history = self.check_items(req.history, "history")
         item = self.check_items([req.item_id], "item_id")[0]
-        out = self.reason("explain", None, self.deadline(deadline), reasoner.explain, self.stack.srm, history, item,
+        out = self.reason("explain", None, deadline, reasoner.explain, self.stack.srm, history, item,
                           req.max_tokens)
         return p.ExplainResponse(item_id=item, title=self.stack.dataset.catalogue.title(item), **out)
 
