@@ -3,10 +3,34 @@ vision-language SFT in :mod:`alignment.seat`, ThinkRec in :mod:`llm_cloud.thinkr
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from tandem.io import atomic_directory
+
+TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint folder
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest Trainer ``checkpoint-<step>`` in ``folder`` that was written to the end, or None.
+
+    The Trainer writes a checkpoint's files one after another and ``trainer_state.json`` last, so a run killed while
+    saving leaves a folder without a readable one; resuming from it fails. Such a folder is deleted (with a line on
+    stderr) and the checkpoint before it is used. (transformers' ``get_last_checkpoint`` takes the newest folder
+    whatever it holds.)"""
+    found = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((path / TRAINER_STATE).read_text())
+            return path
+        except (OSError, ValueError):
+            print(f"deleting {path}: a checkpoint cut short while it was written (no readable {TRAINER_STATE})",
+                  file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: int | None, save_steps: int,
@@ -25,8 +49,9 @@ def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: i
 def train_and_save(trainer, out: Path, processing_class) -> dict[str, Any]:
     """Train (resuming from the newest ``checkpoint-*`` in ``out``), write the model and ``processing_class``
     atomically to ``out/final``; returns steps, first/final logged loss, seconds, final folder, resumed."""
-    resume = any(out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    last = last_checkpoint(out)
+    resume = last is not None
+    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
     with atomic_directory(out / "final") as tmp:
         trainer.save_model(str(tmp))
         processing_class.save_pretrained(str(tmp))

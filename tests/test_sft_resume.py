@@ -72,3 +72,22 @@ def test_sft_runs_as_two_processes(tmp_path: Path) -> None:
     meta = json.loads((out / "tandem_llm.json").read_text())
     assert meta["train_steps"] == -(-meta["n_train_windows"] // (2 * 2))  # batch 2 per process, 2 processes
     assert proc.stderr.count("wrote ") == 1 and not (tmp_path / ".ckpt.trainer").exists()
+
+
+def test_resume_skips_and_deletes_a_checkpoint_cut_short(tmp_path, capsys) -> None:
+    """A run killed while the Trainer wrote a checkpoint leaves a folder without a readable trainer_state.json (the
+    file the Trainer writes last); resuming takes the newest complete checkpoint and deletes the broken ones."""
+    import json
+
+    from llm_common.sft_run import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "nothing-yet") is None
+    for step, state in ((3, json.dumps({"global_step": 3})), (6, None), (9, '{"global_st')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]
+    assert "cut short" in capsys.readouterr().err

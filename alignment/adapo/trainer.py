@@ -28,6 +28,7 @@ from alignment.adapo.config import AdapoConfig
 from alignment.adapo.kl import RewardGapKL
 from alignment.adapo.reward import SUBTASKS, AdaptiveReward
 from alignment.seat.format import self_eval_prompt
+from llm_common.sft_run import last_checkpoint
 from tandem.io import JsonlAppender, atomic_directory, atomic_write_json, atomic_write_text, read_jsonl
 
 METRICS = "metrics.jsonl"
@@ -169,8 +170,9 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     callback = _make_callback(reward, kl, out / METRICS)
     callback.trainer = trainer
     trainer.add_callback(callback)
-    resume = any(p.is_dir() for p in out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    last = last_checkpoint(out)
+    resume = last is not None
+    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
     with atomic_directory(out / "final") as final:  # a crash here leaves the old final/ or none, never half of one
         trainer.save_model(str(final))
         tok.save_pretrained(str(final))

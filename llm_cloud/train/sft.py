@@ -117,17 +117,18 @@ def prepare_scratch(scratch: Path, run: dict, overwrite: bool) -> Path | None:
     ``scratch`` (``.<out>.trainer`` beside the output) holds the Trainer's periodic checkpoints (weights, optimizer,
     scheduler, RNG states) and ``tandem_run.json``, the settings they were made with. It is removed after success.
     """
+    from llm_common.sft_run import last_checkpoint
     from tandem.io import atomic_write_json
     from tandem.train_state import check_resume
 
     record = scratch / "tandem_run.json"
     if overwrite:
         shutil.rmtree(scratch, ignore_errors=True)
-    checkpoints = sorted(scratch.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    if checkpoints and record.is_file():
+    last = last_checkpoint(scratch)
+    if last is not None and record.is_file():
         check_resume(scratch, json.loads(record.read_text()), run, "run_config", ())
-        print(f"resuming from {checkpoints[-1]} (pass --overwrite to start again)", file=sys.stderr)
-        return checkpoints[-1]
+        print(f"resuming from {last} (pass --overwrite to start again)", file=sys.stderr)
+        return last
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     atomic_write_json(record, run)
