@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-vllm browser-deps lint clean
+.PHONY: demo test test-vllm test-ray browser-deps lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,19 @@ test-vllm:
 	  tests/test_backends_vllm.py tests/test_backends.py tests/test_merging_vllm.py tests/test_thinkrec_teacher_vllm.py tests/test_thinkrec_vllm.py \
 	  tests/test_service_reasoning_vllm.py
 
+# Ray Data and Ray Serve (the [ray] extra) on a local Ray cluster, in their own venv like the vLLM tests. CI=true: if
+# the extra does not install, this fails instead of skipping them.
+RAY_VENV ?= .venv-ray
+test-ray:
+	@if [ ! -f $(RAY_VENV)/.installed ]; then \
+	  ( $(PYTHON) -m venv $(RAY_VENV) && $(RAY_VENV)/bin/python -m pip install -q --upgrade pip && \
+	    $(RAY_VENV)/bin/python -m pip install -q $(TORCH_SPEC) && \
+	    $(RAY_VENV)/bin/python -m pip install -q -e ".[ray,dev]" && touch $(RAY_VENV)/.installed ) || \
+	  { echo "test-ray: the [ray] extra did not install; Ray tests not run"; \
+	    if [ "$${CI:-}" = true ]; then echo "test-ray: CI=true, so this is a failure"; exit 1; fi; exit 0; }; \
+	fi; \
+	$(RAY_VENV)/bin/python -m pytest -q tests/test_ray.py
+
 # Debian's Chromium and its driver, for the web page's browser tests (tests/test_ui_browser.py skips without them).
 # Needs root or sudo. No test tool downloads a browser of its own.
 browser-deps:
@@ -60,4 +73,4 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(RAY_VENV) runs .pytest_cache

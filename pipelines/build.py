@@ -26,7 +26,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -39,6 +39,9 @@ from tandem.data.options import DatasetOptions
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json, atomic_write_text
 from tandem.process import child_env
+
+if TYPE_CHECKING:
+    from pipelines.candidate_cache import EngineOptions
 
 DEPENDENCY_VERSIONS = ("torch", "transformers", "trl", "peft", "numpy", "fastapi", "sentence-transformers")
 
@@ -108,9 +111,11 @@ def _versions() -> dict[str, str]:
 
 
 class Builder:
-    def __init__(self, root: str | Path, cfg: BuildConfig, progress: bool | None = None) -> None:
+    def __init__(self, root: str | Path, cfg: BuildConfig, progress: bool | None = None,
+                 engine: EngineOptions | None = None) -> None:
         self.store, self.cfg = Store(Path(root)), cfg
         self.progress = progress
+        self.engine = engine  # where the candidate stages make missing lists; not an input: lists are the same
         if not cfg.sft_config_path().is_file():
             raise TandemError(f"LLM config {cfg.sft_config_path()} does not exist; pass llm_config with an SFT YAML "
                               f"file, or leave it out to use the packaged sft_{cfg.profile}.yaml")
@@ -234,13 +239,14 @@ class Builder:
         from srm_device.training.config import CollabConfig
 
         cfg = CollabConfig(**{**self.cfg.collab, "n_candidates": self.cfg.n_candidates})
-        report = train_collab(self.store.llm, self.store.srm, self.store.collab, cfg, progress=False)
+        report = train_collab(self.store.llm, self.store.srm, self.store.collab, cfg, progress=False,
+                              engine=self.engine)
         return {k: v for k, v in report.items() if not isinstance(v, dict)}
 
     def run_thresholds(self) -> dict:
         from pipelines.thresholds import fit_thresholds
 
-        th = fit_thresholds(self.store, self.cfg)
+        th = fit_thresholds(self.store, self.cfg, self.engine)
         atomic_write_text(self.store.thresholds, th.model_dump_json(indent=2))
         return {"fusion": th.fusion, "srm": th.srm, "valid": th.valid}
 

@@ -10,6 +10,10 @@ A row is keyed by sha1(int64 history bytes + n). Missing rows are generated chun
 one atomically replaced shard, so a killed run loses at most the chunk in progress and resumes where it stopped. A
 shard that cannot be read is deleted with a warning and its lists are generated again.
 Lists from another LLM checkpoint are refused: they would silently mix two models' candidates.
+
+What makes the missing lists is a *list engine* (:class:`ListEngine`): :class:`LocalEngine` runs the backend's batched
+beam search in this process; :class:`pipelines.ray_candidates.RayEngine` spreads it over Ray Data actors. Either way
+the rows come back here and are written by this one class, so the cache's format does not depend on the engine.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import json
 import logging
 import uuid
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -74,6 +81,78 @@ def llm_identity(folder: str | Path) -> dict:
             "codes": file_digest(codes) if codes.is_file() else None}
 
 
+class ListEngine(Protocol):
+    """Makes top-``n`` lists for the LLM checkpoint in ``folder``."""
+
+    folder: Path
+
+    def generate(self, histories: list[np.ndarray], n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yields ``(rows, ids, scores)`` chunks, in any order, until every history has its list: ``rows`` (c,)
+        indexes ``histories``, ``ids`` (c, n) int64 best first, ``scores`` (c, n)."""
+        ...
+
+
+@dataclass
+class LocalEngine:
+    """The backend's batched beam search in this process, ``chunk`` histories at a time."""
+
+    backend: object  # llm_cloud.backends.LLMBackend
+    chunk: int = 64
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.backend.artifact.folder)
+
+    def generate(self, histories: list[np.ndarray], n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        source = LLMSource(self.backend)
+        for start in range(0, len(histories), self.chunk):
+            ids, scores = source.topn(histories[start : start + self.chunk], n)  # (c, n), (c, n)
+            yield np.arange(start, start + len(ids)), ids, scores
+
+
+@dataclass
+class EngineOptions:
+    """Which list engine makes missing lists, and how (``--engine`` and its flags)."""
+
+    kind: str = "local"  # local | ray
+    backend: str = "transformers"  # the LLM backend each engine loads
+    address: str | None = None  # ray: an existing cluster (auto, ray://...); None starts a local one
+    actors: int = 1  # ray: Ray Data actors, each with its own copy of the model
+    batch_size: int = 64  # histories per beam-search call (and per shard)
+    threads: int = 1  # ray: CPU threads per actor
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINES:
+            raise TandemError(f"--engine {self.kind!r} is unknown; use one of {', '.join(ENGINES)}")
+        if self.kind == "local" and (self.address or self.actors != 1):
+            raise TandemError("--ray-address and --actors need --engine ray; add it, or leave them out")
+
+    def make(self, folder: str | Path, backend=None) -> ListEngine:
+        """The engine for the LLM checkpoint ``folder``; ``backend``: that checkpoint already loaded (local only)."""
+        if self.kind == "ray":
+            from pipelines.ray_candidates import RayEngine, require_ray
+
+            require_ray()
+            return RayEngine(Path(folder), self.backend, self.address, self.actors, self.batch_size, self.threads)
+        if backend is None:
+            from llm_cloud.backends import load_backend
+
+            backend = load_backend(self.backend, folder)
+        return LocalEngine(backend, chunk=self.batch_size)
+
+
+ENGINES = ("local", "ray")
+
+
+def as_engine(engine_or_backend) -> ListEngine:
+    """A list engine as it is; a bare LLM backend wrapped in a :class:`LocalEngine`."""
+    return LocalEngine(engine_or_backend) if hasattr(engine_or_backend, "beam_candidates") else engine_or_backend
+
+
 class CandidateCache:
     """Cached top-``n`` LLM candidate lists under ``folder``; counts ``hits`` and ``misses`` (rows, per process)."""
 
@@ -84,8 +163,7 @@ class CandidateCache:
         self._rows: dict[bytes, tuple[np.ndarray, np.ndarray]] | None = None
 
     # --- identity -------------------------------------------------------------------------------------------------
-    def _check_llm(self, backend) -> None:
-        folder = Path(backend.artifact.folder)
+    def _check_llm(self, folder: Path) -> None:
         ident = llm_identity(folder)
         path = self.folder / META
         if path.is_file():
@@ -151,14 +229,14 @@ class CandidateCache:
         atomic_write_bytes(self.folder / f"shard-{uuid.uuid4().hex}.npz", buf.getvalue())
 
     # --- API ------------------------------------------------------------------------------------------------------
-    def lists(self, backend, histories: list[np.ndarray], n: int, progress: bool | None = None,
-              chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """ids (u, n) int64 best first and scores (u, n) for ``histories``: cached rows as they are, missing rows
-        generated by ``backend`` (trie-constrained beam search) ``chunk`` users at a time, each chunk saved at once."""
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+    def lists(self, engine, histories: list[np.ndarray], n: int,
+              progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """ids (u, n) int64 best first and scores (u, n) for ``histories``: cached rows as they are, missing rows made
+        by ``engine`` (a :class:`ListEngine`, or an LLM backend run locally), each chunk it yields saved at once as one
+        shard."""
+        engine = as_engine(engine)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._check_llm(backend)
+        self._check_llm(Path(engine.folder))
         rows = self._load()
         keys = [history_key(h, n) for h in histories]
         todo: dict[bytes, np.ndarray] = {}  # distinct missing keys, first history seen for each
@@ -168,18 +246,20 @@ class CandidateCache:
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
         if todo:
-            source = LLMSource(backend)
-            missing = list(todo.items())
+            missing_keys, missing = list(todo), list(todo.values())
             bar = tqdm(total=len(missing), desc="LLM candidate lists", unit="list",
                        disable=None if progress is None else not progress)
-            for start in range(0, len(missing), chunk):
-                part = missing[start : start + chunk]
-                ids, scores = source.topn([h for _, h in part], n)  # (c, n), (c, n)
-                self._write_shard([k for k, _ in part], ids, scores)
-                for row, (key, _) in enumerate(part):
+            for part, ids, scores in engine.generate(missing, n):
+                part_keys = [missing_keys[int(r)] for r in part]
+                self._write_shard(part_keys, ids, scores)
+                for row, key in enumerate(part_keys):
                     rows[key] = (ids[row], scores[row])
-                bar.update(len(part))
+                bar.update(len(part_keys))
             bar.close()
+            lost = [k for k in missing_keys if k not in rows]
+            if lost:
+                raise TandemError(f"the list engine returned {len(missing) - len(lost)} of {len(missing)} lists; "
+                                  f"run again to make the rest (what was written is kept)")
         ids = np.stack([rows[k][0] for k in keys]) if keys else np.zeros((0, n), dtype=np.int64)  # (u, n)
         scores = np.stack([rows[k][1] for k in keys]) if keys else np.zeros((0, n))  # (u, n)
         return ids.astype(np.int64), scores.astype(np.float64)

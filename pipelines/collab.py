@@ -28,7 +28,7 @@ import torch
 from eval.device import candidate_ranks
 from eval.metrics import metrics_from_ranks
 from eval.srm import make_validator
-from pipelines.candidate_cache import CandidateCache, file_digest, llm_identity
+from pipelines.candidate_cache import CandidateCache, EngineOptions, file_digest, llm_identity
 from srm_device.models import SequentialRecommender
 from srm_device.scoring import candidate_logits, pad_histories, user_vectors
 from srm_device.training import checkpoint as ckpt
@@ -106,9 +106,9 @@ def _prepare_out(out: Path, run: dict, overwrite: bool) -> None:
 
 
 def train_collab(llm_dir: str | Path, srm_dir: str | Path, out: str | Path, cfg: CollabConfig,
-                 overwrite: bool = False, progress: bool | None = None) -> dict:
+                 overwrite: bool = False, progress: bool | None = None, engine: EngineOptions | None = None) -> dict:
     """Generate (or reuse) the LLM's lists, fine-tune the SRM inside them, write ``out/srm`` and ``out/report.json``;
-    returns the report."""
+    returns the report. ``engine``: where missing lists are made (default: here, with the loaded backend)."""
     cfg.validate()
     out = Path(out)
     if cfg.threads > 0:
@@ -122,14 +122,15 @@ def train_collab(llm_dir: str | Path, srm_dir: str | Path, out: str | Path, cfg:
 
     # 1. the LLM's lists: training prefixes, then validation histories
     cache = CandidateCache(out / "candidates")
+    lists = (engine or EngineOptions()).make(llm_dir, backend)
     t0 = time.perf_counter()
     hist, targets = train_prefixes(split.train, cfg.prefixes_per_user)
     if not len(targets):
         raise TandemError(f"no training prefixes: every user of {ds.name!r} has fewer than 4 interactions; use a "
                           f"dataset with longer sequences")
-    ids, _ = cache.lists(backend, hist, n, progress=progress)  # (m, n)
+    ids, _ = cache.lists(lists, hist, n, progress=progress)  # (m, n)
     valid = split.valid
-    v_ids, _ = cache.lists(backend, valid.histories, n, progress=progress)  # (u, n)
+    v_ids, _ = cache.lists(lists, valid.histories, n, progress=progress)  # (u, n)
     seconds_candidates = time.perf_counter() - t0
 
     # 2. fine-tune inside the lists

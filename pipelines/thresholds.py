@@ -28,7 +28,7 @@ from eval.device import (
 )
 from eval.metrics import metrics_from_ranks
 from llm_cloud.paramgen.checkpoint import load_paramgen
-from pipelines.candidate_cache import CandidateCache
+from pipelines.candidate_cache import CandidateCache, EngineOptions, ListEngine
 from srm_device.fusion import FUSION_RULES, fuse
 from srm_device.policies import POLICIES, make_policy
 from srm_device.training.checkpoint import load_checkpoint, load_srm_with_data
@@ -40,12 +40,12 @@ from tandem.data.split import EvalCase, leave_one_out
 class CachedLLMSource:
     """The LLM's candidate lists through the store's on-disk candidate cache (shared with the collab stage)."""
 
-    backend: object
+    engine: ListEngine
     cache: CandidateCache
     name: str = "llm"
 
     def topn(self, histories: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.cache.lists(self.backend, histories, n)
+        return self.cache.lists(self.engine, histories, n)
 
 
 def first_users(case: EvalCase, n: int | None) -> EvalCase:
@@ -54,16 +54,15 @@ def first_users(case: EvalCase, n: int | None) -> EvalCase:
     return EvalCase(case.users[:n], case.histories[:n], case.targets[:n])
 
 
-def fit_thresholds(store: Store, cfg) -> Thresholds:
-    """``cfg``: a :class:`pipelines.build.BuildConfig` (n_candidates, staleness, policy, request_ratio, valid_users)."""
-    from llm_cloud.backends import load_backend
-
+def fit_thresholds(store: Store, cfg, engine: EngineOptions | None = None) -> Thresholds:
+    """``cfg``: a :class:`pipelines.build.BuildConfig` (n_candidates, staleness, policy, request_ratio, valid_users);
+    ``engine``: where missing candidate lists are made (default: here)."""
     base_srm, _, ds = load_srm_with_data(store.srm)
     valid = first_users(leave_one_out(ds.sequences).valid, cfg.valid_users)
     gen, book, meta = load_paramgen(store.paramgen)
     recent_k = int(meta["paramgen_config"]["recent_k"])
     dcfg = DeviceEvalConfig(n_candidates=cfg.n_candidates, staleness=cfg.staleness, recent_k=recent_k)
-    source = CachedLLMSource(load_backend("transformers", store.llm), CandidateCache(store.collab / "candidates"))
+    source = CachedLLMSource((engine or EngineOptions()).make(store.llm), CandidateCache(store.collab / "candidates"))
 
     fits = {}
     for name, srm in (("srm", base_srm), ("collab", load_checkpoint(store.collab_srm)[0])):

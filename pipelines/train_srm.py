@@ -10,7 +10,7 @@ from eval.srm import make_validator
 from srm_device.models import SRMConfig, build_model
 from srm_device.training.config import TrainConfig
 from srm_device.training.trainer import EpochHook, TrainResult, fit
-from tandem import __version__
+from tandem import __version__, distributed
 from tandem.data.dataset import SequenceDataset
 from tandem.data.options import DatasetOptions
 from tandem.data.protocols import SplitOptions, make_split
@@ -39,6 +39,8 @@ def train_srm(ds: SequenceDataset, ds_options: DatasetOptions, model_name: str, 
     }
     result = fit(model, meta, split.train, make_validator(split, model_cfg.max_len, mask_history), train_cfg, out,
                  overwrite=overwrite, on_epoch_end=on_epoch_end, progress=progress)
+    if not distributed.is_main():
+        return result
     try:
         from eval.plots import plot_training_curve
 

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from tandem import distributed
 from tandem.errors import TandemError
 from tandem.io import atomic_directory
 
@@ -92,13 +93,21 @@ def fit_epochs(
     ``n_examples`` indices into batches, takes an Adam-style step on ``loss_fn(batch indices)``, validates, keeps the
     best weights by ``metric`` through ``save_best``, and saves its state to ``state_dir``. It stops early after
     ``patience`` epochs without improvement. A run stopped at ``epochs`` continues when more epochs are asked for.
+
+    Under ``torchrun`` each process takes its share of every batch and the gradients are summed
+    (:mod:`tandem.distributed`); only rank 0 saves, and every process ends with the same weights.
     """
+    rank, world = distributed.init()
     state = load_state(state_dir, model, opt) or {
         "next_epoch": 0, "best_valid": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "stopped": None,
         "train_seconds": 0.0,
     }
     if state["stopped"] == "max_epochs" and state["next_epoch"] < epochs:
         state["stopped"] = None  # more epochs were asked for: continue
+    if world > 1:
+        distributed.broadcast_module(model)
+        if rank != 0:
+            progress = False
     n_batches = (n_examples + batch_size - 1) // batch_size
     todo = range(state["next_epoch"], epochs) if state["stopped"] is None else range(0)
     bar = tqdm(todo, desc=desc, unit="epoch", disable=None if progress is None else not progress,
@@ -111,9 +120,17 @@ def fit_epochs(
         model.train()
         total = 0.0
         for b in range(n_batches):
-            loss = loss_fn(perm[b * batch_size : (b + 1) * batch_size])
+            batch = perm[b * batch_size : (b + 1) * batch_size]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if world == 1:
+                loss = loss_fn(batch)
+                loss.backward()
+            else:  # this process's share, its loss weighted by that share; the gradients are then summed
+                share = batch[rank::world]
+                loss = loss_fn(share) if len(share) else torch.zeros(())
+                if len(share):
+                    (loss * (len(share) / len(batch))).backward()
+                distributed.sum_gradients(model)
             opt.step()
             total += loss.item()
         model.eval()
@@ -125,7 +142,8 @@ def fit_epochs(
             raise RuntimeError(f"validation {metric} is {score} at epoch {epoch}")
         if state["best_valid"] is None or score > state["best_valid"][metric]:
             state.update(best_valid=valid, best_epoch=epoch, bad_epochs=0)
-            save_best()
+            if rank == 0:
+                save_best()
         else:
             state["bad_epochs"] += 1
         row = {"epoch": epoch, "loss": total / max(1, n_batches), "seconds": seconds,
@@ -137,10 +155,11 @@ def fit_epochs(
             state["stopped"] = "early_stopped"
         elif epoch + 1 >= epochs:
             state["stopped"] = "max_epochs"
-        save_state(state_dir, model, opt, state)
+        if rank == 0:
+            save_state(state_dir, model, opt, state)
         best = f"{state['best_valid'][metric]:.4f}"
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{score:.4f}", best=f"{best}@{state['best_epoch']}")
-        if log_lines:
+        if log_lines and rank == 0:
             print(f"{desc}: epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  valid {metric} {score:.4f}  best "
                   f"{best} @ {state['best_epoch'] + 1}  {seconds:.1f}s", file=sys.stderr, flush=True)
         if on_epoch_end is not None:
@@ -148,6 +167,7 @@ def fit_epochs(
         if state["stopped"] == "early_stopped":
             break
     bar.close()
+    distributed.barrier()  # every process leaves once rank 0 has written
     if state["best_valid"] is None:
         raise TandemError(f"no epoch was trained in {state_dir.parent}; raise --epochs")
     return state

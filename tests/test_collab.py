@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_cloud.backends import CandidateList
-from pipelines.candidate_cache import CandidateCache
+from pipelines.candidate_cache import CandidateCache, LocalEngine
 from pipelines.cli.main import main
 from srm_device.models import build_model, default_config
 from srm_device.scoring import rerank_scores
@@ -62,11 +62,11 @@ def test_cache_resumes_after_a_kill_and_generates_only_missing_rows(tmp_path: Pa
     hist = [np.arange(1, k + 2) for k in range(12)]
     folder = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
-        CandidateCache(folder).lists(CountingBackend(llm, fail_after=2), hist, 5, chunk=3)
+        CandidateCache(folder).lists(LocalEngine(CountingBackend(llm, fail_after=2), chunk=3), hist, 5)
     assert len(list(folder.glob("shard-*.npz"))) == 2  # two finished chunks survive the kill
     backend = CountingBackend(llm)
     cache = CandidateCache(folder)
-    ids, scores = cache.lists(backend, hist, 5, chunk=3)
+    ids, scores = cache.lists(LocalEngine(backend, chunk=3), hist, 5)
     assert backend.generated == 6 and (cache.hits, cache.misses) == (6, 6)
     fresh_ids, fresh_scores = CandidateCache(tmp_path / "other").lists(CountingBackend(llm), hist, 5)
     assert np.array_equal(ids, fresh_ids) and np.array_equal(scores, fresh_scores)

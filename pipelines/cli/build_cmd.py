@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipelines.cli.candidates_cmd import add_engine_args, engine_options
 from pipelines.cli.common import add_parser
 from tandem.errors import TandemError
 
@@ -41,7 +42,7 @@ def _build(args: argparse.Namespace) -> int:
 
     cfg = build_config_from_args(args)
     out = Path(args.out) if args.out else default_store(cfg.dataset, cfg.profile)
-    manifest = Builder(out, cfg).build()
+    manifest = Builder(out, cfg, engine=engine_options(args)).build()
     stages = manifest["stages"]
     for name, entry in stages.items():
         print(f"{name:<11}{entry['seconds']:>8.1f} s  {json.dumps(entry['summary'], default=str)[:100]}")
@@ -63,3 +64,4 @@ def register(sub) -> None:
     p.add_argument("--request-ratio", type=float, help="its target request ratio (default 0.2)")
     p.add_argument("--valid-users", type=int, help="calibrate thresholds on the first N validation users")
     p.add_argument("--sequential", action="store_true", help="train the LLM after the SRM instead of beside it")
+    add_engine_args(p)

@@ -10,6 +10,7 @@ import warnings
 from pipelines.cli import (
     align_cmd,
     build_cmd,
+    candidates_cmd,
     data_cmd,
     eval_cmd,
     export_cmd,
@@ -35,8 +36,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="tandem", description="Tandem: device–cloud collaborative recommendation (data, training, evaluation).")
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (data_cmd, train_cmd, tune_cmd, build_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd, merge_cmd,
-                   align_cmd, simulate_cmd, serve_cmd):
+    for module in (data_cmd, train_cmd, tune_cmd, build_cmd, candidates_cmd, eval_cmd, export_cmd, sids_cmd, llm_cmd,
+                   merge_cmd, align_cmd, simulate_cmd, serve_cmd):
         module.register(sub)
     return parser
 

@@ -68,6 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TandemError(f"{exc}; see tandem serve --help") from None
     verify_store(root)  # a truncated or edited file: one line and exit code 2, not a half-loaded server
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.engine == "ray":
+        return _serve_ray(root, args, queues)
+    if args.replicas != 1 or args.ray_address:
+        raise TandemError("--replicas and --ray-address need --engine ray; add it, or leave them out")
     llm_process = None
     if queues.llm_process and args.backend == "transformers":  # it loads its copy while this process loads the rest
         from llm_cloud.service.llm_process import LLMProcess
@@ -83,12 +88,21 @@ def _serve(args: argparse.Namespace) -> int:
                      queues=queues, llm_process=llm_process)
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"tandem: serving {root} on http://{args.host}:{args.port} (web page: /, API docs: /docs)", file=sys.stderr)
     try:  # the service writes its own access log (logger tandem.access), so uvicorn's is off
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     finally:
         stack.close()
+    return 0
+
+
+def _serve_ray(root: Path, args: argparse.Namespace, queues) -> int:
+    from pipelines import ray_serve
+
+    print(f"tandem: deploying {args.replicas} replica(s) of {root} on Ray Serve, proxy on http://{args.host}:"
+          f"{args.port}", file=sys.stderr)
+    ray_serve.run(root, args.host, args.port, args.ray_address, backend=args.backend, replicas=args.replicas,
+                  cache_size=args.cache_size, queues=queues, threads=args.threads or 1)
     return 0
 
 
@@ -114,6 +128,12 @@ def register(sub) -> None:
                    help="ThinkRec reasoning model folder (OUT/model of `tandem eval thinkrec --out OUT`) for POST "
                         "/v1/explain and `reasoning: true` (default: the store's thinkrec/ folder when it has "
                         "thinkrec.json; without one both answer 400 feature_not_enabled)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one uvicorn process; ray: replicas on Ray Serve behind its proxy (the [ray] extra)")
+    p.add_argument("--replicas", type=_positive, default=1,
+                   help="--engine ray: replicas, each a process with its own model copy and candidate LRU")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="--engine ray: an existing cluster (auto, ray://host:10001); default: start a local one")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="log level of the server and its access log (default: info)")
 

@@ -8,6 +8,7 @@ Layout of an output folder::
 
 Each epoch reseeds torch and numpy with ``seed + epoch``, so a run resumed from ``state/`` produces the same weights as
 one that was never interrupted. The validation function is injected, which keeps this package free of evaluation code.
+Under ``torchrun`` the processes share every batch (:mod:`tandem.distributed`) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from srm_device.models import SequentialRecommender
 from srm_device.training import checkpoint as ckpt
 from srm_device.training.config import TrainConfig
 from srm_device.training.windows import make_windows
+from tandem import distributed
 from tandem.train_state import check_resume, fit_epochs
 
 VALID_METRIC = "ndcg@10"
@@ -58,13 +60,15 @@ def fit(
     cfg.validate()
     out = Path(out)
     meta = {**meta, "train_config": cfg.to_dict()}
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if (out / ckpt.CONFIG).exists():
-        check_resume(out, ckpt.read_config(out), meta, "train_config", TrainConfig.RESUMABLE_CHANGES)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_config(out, meta)  # records the latest epochs/patience too
+    if distributed.is_main():  # under torchrun the other processes wait, then read what it wrote
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        if (out / ckpt.CONFIG).exists():
+            check_resume(out, ckpt.read_config(out), meta, "train_config", TrainConfig.RESUMABLE_CHANGES)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_config(out, meta)  # records the latest epochs/patience too
+    distributed.barrier()
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
