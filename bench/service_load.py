@@ -6,8 +6,10 @@ request, then sends ``--requests`` requests at once (distinct users, so every on
 unless --repeat-users) and reports errors, degraded answers, latency percentiles, requests/s and the batch sizes the
 server reports. The arms: ``batched`` (the server's defaults) and ``batch1`` (``--max-batch 1``: one list per beam
 search, as before micro-batching) and ``in_process`` (batched, the search on a thread of the server process instead
-of its own process); with ``--vllm-python`` also ``vllm`` (batched, vLLM backend). The deadline is set
-far out in every arm, so the numbers measure throughput rather than the deadline. Run from the repository root:
+of its own process); with ``--vllm-python`` also ``vllm`` (batched, vLLM backend); with ``--ray-replicas 1 2`` also
+``ray_1`` and ``ray_2`` (`tandem serve --engine ray`, one CPU per replica; ``/metrics`` then describes one replica).
+The deadline is set far out in every arm, so the numbers measure throughput rather than the deadline. Run from the
+repository root:
 
     python -m bench.service_load --artifacts ~/.cache/tandem/artifacts/ml-100k-tiny [--json OUT]
 """
@@ -148,6 +150,8 @@ def main() -> None:
     p.add_argument("--vllm-python", help="python of a venv with the [vllm] extra; adds the vLLM backend")
     p.add_argument("--log-dir", default="runs", help="server logs go here")
     p.add_argument("--server-args", default="", help="more `tandem serve` flags for every arm, e.g. '--llm-threads 2'")
+    p.add_argument("--ray-replicas", type=int, nargs="*", default=[],
+                   help="also Ray Serve arms with these replica counts (this python needs the [ray] extra)")
     p.add_argument("--json", help="write the results as JSON")
     args = p.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
@@ -157,6 +161,9 @@ def main() -> None:
             "in_process": run_arm("in_process", sys.executable, "transformers", ["--no-llm-process"], args)}
     if args.vllm_python:
         runs["vllm"] = run_arm("vllm", args.vllm_python, "vllm", [], args)
+    for n in args.ray_replicas:  # one CPU per replica, so that N replicas fit N cores
+        runs[f"ray_{n}"] = run_arm(f"ray_{n}", sys.executable, "transformers",
+                                   ["--engine", "ray", "--replicas", str(n), "--threads", "1"], args)
     who = "one user" if args.repeat_users else "distinct users"
     print(f"{args.requests} concurrent /v1/recommend requests ({who}), server with {args.threads} threads")
     print(f"{'arm':<10}{'errors':>7}{'degraded':>9}{'req/s':>9}{'p50 s':>8}{'p99 s':>8}{'batch':>7}{'search s':>9}"
@@ -173,6 +180,10 @@ def main() -> None:
                       "p99": b["p99_s"] / one["p99_s"]}
     print(f"batched / batch1: {runs['ratios']['requests_per_s']:.2f}x the requests/s, "
           f"{runs['ratios']['p99']:.2f}x the p99")
+    if len(args.ray_replicas) >= 2:
+        lo, hi = min(args.ray_replicas), max(args.ray_replicas)
+        runs["ratios"]["ray_scaling"] = runs[f"ray_{hi}"]["requests_per_s"] / runs[f"ray_{lo}"]["requests_per_s"]
+        print(f"Ray Serve, {hi} replicas / {lo}: {runs['ratios']['ray_scaling']:.2f}x the requests/s")
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -48,13 +48,18 @@ def sft_args(out: Path, epochs: float, batch_size: int, lr: float, max_length: i
 
 def train_and_save(trainer, out: Path, processing_class) -> dict[str, Any]:
     """Train (resuming from the newest ``checkpoint-*`` in ``out``), write the model and ``processing_class``
-    atomically to ``out/final``; returns steps, first/final logged loss, seconds, final folder, resumed."""
-    last = last_checkpoint(out)
+    atomically to ``out/final``; returns steps, first/final logged loss, seconds, final folder, resumed.
+
+    Under ``torchrun`` every process trains its share and only the first writes ``final/``; the others wait for it."""
+    with trainer.accelerator.main_process_first():  # the first drops a checkpoint cut short, the others then agree
+        last = last_checkpoint(out)
     resume = last is not None
     result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    with atomic_directory(out / "final") as tmp:
-        trainer.save_model(str(tmp))
-        processing_class.save_pretrained(str(tmp))
+    if trainer.is_world_process_zero():
+        with atomic_directory(out / "final") as tmp:
+            trainer.save_model(str(tmp))
+            processing_class.save_pretrained(str(tmp))
+    trainer.accelerator.wait_for_everyone()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None, "seconds": result.metrics.get("train_runtime"),

@@ -1,17 +1,17 @@
-"""Data parallelism for Tandem's own epoch loop (:func:`tandem.train_state.fit_epochs`) across the processes that
-``torchrun`` starts, one per core or per node: gloo on CPU, NCCL where every process has a CUDA device.
+"""Data parallelism across the processes that ``torchrun`` starts (one per core or per node: gloo on CPU, NCCL where
+every process has a CUDA device), for Tandem's own epoch loop (:func:`tandem.train_state.fit_epochs`) and for what the
+Trainer-based runs must agree on (AdaPO's reward statistics, :func:`gather_objects`).
 
-Each process takes its share of every batch; the gradients are summed over processes (each process's loss weighted by
-its share of the batch), so every process takes the same optimizer step as one process on the whole batch would, up
-to float rounding. Only the first process (rank 0) writes files. Under plain ``python`` (no ``WORLD_SIZE``) everything
-here is a no-op.
+In the epoch loop each process takes its share of every batch and the gradients are summed over processes, each
+process's loss weighted by its share of the batch's rows: for a loss that is a mean over rows every process then takes
+the step one process would take on the whole batch, up to float rounding. Only the first process (rank 0) writes
+files. Under plain ``python`` (no ``WORLD_SIZE``, no process group) everything here is a no-op. torch is imported on
+first use, so that importing this module (as AdaPO's reward does) costs nothing.
 """
 
 from __future__ import annotations
 
 import os
-
-import torch
 
 
 def world_size() -> int:
@@ -22,6 +22,7 @@ def init() -> tuple[int, int]:
     """``(rank, world size)``, joining torchrun's process group on first use."""
     if world_size() <= 1:
         return 0, 1
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -34,7 +35,7 @@ def is_main() -> bool:
     return init()[0] == 0
 
 
-def broadcast_module(module: torch.nn.Module) -> None:
+def broadcast_module(module) -> None:
     """Every process starts from rank 0's parameters and buffers."""
     import torch.distributed as dist
 
@@ -42,8 +43,9 @@ def broadcast_module(module: torch.nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
-def sum_gradients(module: torch.nn.Module) -> None:
+def sum_gradients(module) -> None:
     """Sum every parameter's gradient over processes (a missing gradient counts as zero)."""
+    import torch
     import torch.distributed as dist
 
     for p in module.parameters():
@@ -59,3 +61,22 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def rank() -> int:
+    """This process's rank in a running process group; 0 without one."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def gather_objects(obj) -> list:
+    """``obj`` of every process in a running process group (a collective call), in rank order; ``[obj]`` without
+    one."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

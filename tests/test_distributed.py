@@ -80,3 +80,59 @@ def test_train_srm_runs_under_torchrun(tmp_path: Path, model: str) -> None:
     a, b = one["best_valid"]["ndcg@10"], two["best_valid"]["ndcg@10"]
     assert b > 0.2 and abs(a - b) < 0.15 * a, (a, b)  # the same training, split over two processes
     assert np.isfinite(two["history"][-1]["loss"])
+
+
+def torchrun(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "pipelines.cli.main", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**ENV, "TANDEM_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_thinkrec_training_runs_under_torchrun(tmp_path: Path) -> None:
+    """`tandem train thinkrec` (TRL SFTTrainer, LoRA) as two processes: each takes half of every step's examples,
+    rank 0 alone writes final/ and the report."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from llm_cloud.thinkrec.prompts import rec_prompt
+    from tests.test_thinkrec import word_tokenizer
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0, eos_token_id=1)
+    base = tmp_path / "base"
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(base)
+    word_tokenizer().save_pretrained(base)
+    prompt = rec_prompt(["movie w1"], "movie w2")
+    rows = [{"id": "a", "prompt": prompt, "label": 1}, {"id": "b", "prompt": prompt, "label": 0,
+                                                        "trace": "user liked w1 because w2"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
+    torchrun(tmp_path, "train", "thinkrec", "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "run"),
+             "--model", str(base), "--epochs", "2", "--batch-size", "2", "--lora-r", "4", "--quiet")
+    report = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert report["examples"] == 8 and report["steps"] == 2 * 8 // (2 * 2)  # 2 examples per process, 2 processes
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+
+
+def test_adapo_runs_under_torchrun(tmp_path: Path) -> None:
+    """`tandem align adapo` (TRL GRPOTrainer) as two processes: both score every rollout, so the adaptive weights and
+    β agree; rank 0 alone writes the metrics lines, final/ and the report."""
+    from alignment.seat.format import self_eval_prompt
+    from tests.test_adapo import _tiny_policy, _tokenizer
+
+    tok = _tokenizer()
+    question = "What is w1 plus w2"
+    _tiny_policy(tmp_path / "model", self_eval_prompt(question), tok)
+    tok.save_pretrained(tmp_path / "tokenizer")  # apart: beside a qwen2 config.json it would load as Qwen2's BPE
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": question, "answer": "3"}) + "\n" for _ in range(8)))
+    torchrun(tmp_path, "align", "adapo", "--model", str(tmp_path / "model"), "--tokenizer", str(tmp_path / "tokenizer"),
+             "--data", str(data), "--out",
+             str(tmp_path / "run"), "--steps", "2", "--num-generations", "2", "--per-device-batch", "2",
+             "--max-completion-length", "8", "--lr", "0.01", "--seed", "7", "--quiet")
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]  # one writer: no step twice
+    report = json.loads((tmp_path / "run" / "adapo_report.json").read_text())
+    assert report["steps"] == 2 and (tmp_path / "run" / "final").is_dir()
+    assert abs(sum(lines[0]["weights"].values()) - 3) < 1e-9

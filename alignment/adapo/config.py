@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 @dataclass
 class AdapoConfig:
     model: str | None = field(default=None, metadata={"help": "path to a local causal LM folder (the policy)"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "folder of the tokenizer, when it is not saved with the policy (default: the policy's folder)"})
     data: str | None = field(default=None, metadata={"help": "JSONL with 'question' and 'answer' per line"})
     out: str = field(default="runs/adapo", metadata={
         "help": "output folder: TRL checkpoints, metrics.jsonl, adapo_report.json"})

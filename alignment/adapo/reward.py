@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from alignment.adapo.outcomes import Outcome, OutcomeWindow, classify
+from tandem import distributed
 
 SUBTASKS = ("answer", "eval", "revision")
 
@@ -102,7 +103,12 @@ class AdaptiveReward:
             raise ValueError(f"the 'answer' column must give one gold answer per completion, got "
                              f"{None if answer is None else len(answer)} for {len(completions)}; add an 'answer' "
                              f"column to the dataset")
-        outcomes = [classify(completion_text(c), a) for c, a in zip(completions, answer)]
+        mine = [classify(completion_text(c), a) for c, a in zip(completions, answer)]
+        # under torchrun every process scores the rollouts of all of them, so the window, the weights, the reward
+        # gap (and β) are the same everywhere; each returns the rewards of its own rollouts
+        shares = distributed.gather_objects(mine)
+        start = sum(len(s) for s in shares[: distributed.rank()])
+        outcomes = [o for share in shares for o in share]
         self.window.push(outcomes)
         w = self.update()
         rewards: list[float] = []
@@ -133,7 +139,7 @@ class AdaptiveReward:
                 log_metric(f"adapo/weight_{k}", w[k])
             for key in ("answer_accuracy", "self_eval_accuracy", "final_accuracy", "malformed_rate"):
                 log_metric(f"adapo/{key}", self.last_stats[key])
-        return rewards
+        return rewards[start : start + len(mine)]
 
     def reward_gap(self) -> float | None:
         """Mean reward of final-right minus final-wrong rollouts of the last batch. A batch with no right final answer

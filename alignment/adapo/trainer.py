@@ -76,8 +76,9 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
             # lines up to that step and restore β and the reward weights from the last one
             self.restored = True
             kept = [r for r in read_metrics(metrics) if r["step"] <= state.global_step]
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
-            self.sink = JsonlAppender(metrics)
+            if state.is_world_process_zero:  # the other processes under torchrun only read
+                atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+                self.sink = JsonlAppender(metrics)
             if kept:
                 kl.beta = kept[-1]["beta_next"]
                 reward.current = dict(kept[-1]["weights"])
@@ -95,15 +96,18 @@ def _make_callback(reward: AdaptiveReward, kl: RewardGapKL, metrics: Path):
             if self.pending is None or not logs or "train_runtime" in logs:
                 return
             self.pending["kl"] = logs.get("kl")
-            self._flush()
+            self._flush(state)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.pending is not None:
-                self._flush()
+                self._flush(state)
             if self.sink is not None:
                 self.sink.close()
 
-        def _flush(self) -> None:
+        def _flush(self, state) -> None:
+            if not state.is_world_process_zero:
+                self.pending = None
+                return
             if self.sink is None:  # a step ended before any began: nothing was kept or rewritten
                 self.sink = JsonlAppender(metrics)
             self.sink.write(self.pending)
@@ -145,7 +149,7 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_problems(cfg.data)
-    tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(cfg.model)
+    tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     # a chat model gets its prompts as conversations (TRL applies the chat template), as Cas-SEAT SFT trained it
     chat = getattr(tok, "chat_template", None) is not None
 
@@ -170,12 +174,16 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     callback = _make_callback(reward, kl, out / METRICS)
     callback.trainer = trainer
     trainer.add_callback(callback)
-    last = last_checkpoint(out)
+    with trainer.accelerator.main_process_first():  # under torchrun the first process drops a half-written one
+        last = last_checkpoint(out)
     resume = last is not None
     result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    with atomic_directory(out / "final") as final:  # a crash here leaves the old final/ or none, never half of one
-        trainer.save_model(str(final))
-        tok.save_pretrained(str(final))
+    main = trainer.is_world_process_zero()  # under torchrun only the first process writes
+    if main:
+        with atomic_directory(out / "final") as final:  # a crash here leaves the old final/ or none, never half
+            trainer.save_model(str(final))
+            tok.save_pretrained(str(final))
+    trainer.accelerator.wait_for_everyone()
     lines = read_metrics(out / METRICS)
     summary = {"steps": trainer.state.global_step, "resumed": resume, "beta_final": kl.beta,
                "weights_final": dict(reward.current), "seconds": result.metrics.get("train_runtime"),
@@ -183,7 +191,8 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
                "metrics": str(out / METRICS), "final": str(out / "final"),
                "last": {k: lines[-1].get(k) for k in ("reward_mean", "answer_accuracy", "self_eval_accuracy",
                                                       "final_accuracy", "malformed_rate")} if lines else {}}
-    atomic_write_json(out / "adapo_report.json", summary)
+    if main:
+        atomic_write_json(out / "adapo_report.json", summary)
     return summary
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +17,9 @@ import torch
 
 from llm_cloud.thinkrec.encode import Encoder, pad_batch
 from llm_cloud.thinkrec.loss import BARE_WEIGHTS, IGNORE, TRACE_WEIGHTS, thinkrec_loss
+from llm_cloud.thinkrec.train_config import ThinkRecTrainConfig
 from tandem.errors import TandemError
 from tandem.io import atomic_write_json
-
-
-@dataclass
-class ThinkRecTrainConfig:
-    data: str = field(metadata={"help": "JSONL of {id, prompt, label, trace?} rows"})
-    out: str = field(metadata={"help": "output folder (checkpoints, final/ adapter, train_report.json)"})
-    model: str | None = field(default=None, metadata={"help": "base model folder (default SmolLM2-135M-Instruct)"})
-    init_adapter: str | None = field(default=None, metadata={"help": "LoRA adapter to continue from (experts)"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
-    batch_size: int = field(default=4, metadata={"help": "examples per step"})
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (q, k, v, o projections)"})
-    max_length: int = field(default=768, metadata={"help": "longest example in tokens; longer ones are dropped"})
-    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
-    seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "lr", "lora_r", "max_length", "save_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -134,5 +114,6 @@ def run_train(cfg: ThinkRecTrainConfig, progress: bool = True) -> dict[str, Any]
     n_trace = sum(1 for e in examples if e["alpha"] == TRACE_WEIGHTS[0])
     report |= {"examples": len(examples), "trace_examples": n_trace, "dropped_too_long": dropped,
                "wall_seconds": time.perf_counter() - t0, "model": model_dir, "init_adapter": cfg.init_adapter}
-    atomic_write_json(out / "train_report.json", report)
+    if trainer.is_world_process_zero():  # under torchrun, one process writes
+        atomic_write_json(out / "train_report.json", report)
     return report

@@ -102,7 +102,8 @@ def _serve_ray(root: Path, args: argparse.Namespace, queues) -> int:
     print(f"tandem: deploying {args.replicas} replica(s) of {root} on Ray Serve, proxy on http://{args.host}:"
           f"{args.port}", file=sys.stderr)
     ray_serve.run(root, args.host, args.port, args.ray_address, backend=args.backend, replicas=args.replicas,
-                  cache_size=args.cache_size, queues=queues, threads=args.threads or 1)
+                  cache_size=args.cache_size, queues=queues, threads=args.threads or 1,
+                  concurrency=args.replica_concurrency)
     return 0
 
 
@@ -132,6 +133,9 @@ def register(sub) -> None:
                    help="local: one uvicorn process; ray: replicas on Ray Serve behind its proxy (the [ray] extra)")
     p.add_argument("--replicas", type=_positive, default=1,
                    help="--engine ray: replicas, each a process with its own model copy and candidate LRU")
+    p.add_argument("--replica-concurrency", type=_positive, default=64,
+                   help="--engine ray: requests a replica takes at once, the rest wait at Serve's proxy (default 64; "
+                        "enough for its micro-batches to fill)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="--engine ray: an existing cluster (auto, ray://host:10001); default: start a local one")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),

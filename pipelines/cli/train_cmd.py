@@ -1,8 +1,9 @@
-"""``tandem train srm``, ``tandem train paramgen`` and ``tandem train collab``."""
+"""``tandem train srm``, ``tandem train paramgen``, ``tandem train collab`` and ``tandem train thinkrec``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 
@@ -130,6 +131,25 @@ def _collab_args(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p.add_argument_group("collaborative training"), CollabConfig)
 
 
+def _train_thinkrec(args: argparse.Namespace) -> int:
+    from llm_cloud.thinkrec.train import run_train
+    from llm_cloud.thinkrec.train_config import ThinkRecTrainConfig
+
+    report = run_train(checked_config(ThinkRecTrainConfig, args), progress=not args.quiet)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _thinkrec_args(p: argparse.ArgumentParser) -> None:
+    from llm_cloud.thinkrec.train_config import ThinkRecTrainConfig
+
+    p.add_argument("--data", required=True, metavar="FILE", help="JSONL of {id, prompt, label, trace?} rows")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: checkpoints, final/ (the adapter), train_report.json; resumed when rerun")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_arguments(p.add_argument_group("ThinkRec training"), ThinkRecTrainConfig, skip=("data", "out"))
+
+
 def register(sub) -> None:
     train = sub.add_parser("train", help="train models", description="Train models.")
     tsub = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
@@ -141,3 +161,6 @@ def register(sub) -> None:
     add_parser(tsub, "collab", "LSC4Rec collaborative training (arXiv 2502.08667): the LLM's candidate lists for the "
                "last training prefixes (cached in --out, resumable) become hard negatives for fine-tuning the SRM "
                "to rank inside them", _train_collab, _collab_args)
+    add_parser(tsub, "thinkrec", "train one ThinkRec LoRA adapter (arXiv 2505.15091) on rows of {id, prompt, label, "
+               "trace?} with the alpha*BCE + beta*LM loss; resumes from --out (`tandem eval thinkrec` builds the rows, "
+               "the general adapter and the experts in one go)", _train_thinkrec, _thinkrec_args)
