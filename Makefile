@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-vllm test-ray browser-deps lint clean
+.PHONY: demo test test-torchrun test-vllm test-ray browser-deps lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ demo: $(VENV)/.installed
 	@echo "  curl -s -X POST http://127.0.0.1:8000/v1/recommend -H 'content-type: application/json' -d '{\"user_id\": 0, \"k\": 5}'"
 	$(BIN)/tandem serve
 
+# The tests that start torchrun (about four minutes together) run in test-torchrun, which CI runs too.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not torchrun"
+
+test-torchrun: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m torchrun
 
 # The [vllm] extra pins transformers below 5.20, so the vLLM tests run in their own venv. If the extra cannot be
 # installed on this machine, that is said and they are not run; on CI (CI=true) that fails the run, so the vLLM parity

@@ -1,6 +1,7 @@
 """Training past one process with torchrun (gloo on CPU): the shared epoch loop splits every batch over processes and
-takes the step one process would take on the whole batch; `tandem train srm` runs under `torchrun --nproc_per_node 2`
-and only rank 0 writes."""
+takes the step one process would take on the whole batch; `tandem train srm`, `tandem train thinkrec` and `tandem align
+adapo` run under `torchrun --nproc_per_node 2` and only rank 0 writes. The torchrun tests are marked ``torchrun``:
+`make test-torchrun` runs them (and CI), `make test` leaves them out to stay in its time budget."""
 
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 def _fit(rank: int, world: int, port: int, out: str) -> None:
     """One process of a ``world``-process run (``world`` 1: plain) of fit_epochs on a linear model, MSE over rows."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    if world == 1:
-        os.environ.pop("WORLD_SIZE")
+    if world > 1:  # a spawned process: its environment goes with it (the one-process run is this pytest process)
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank))
     from tandem.train_state import fit_epochs
 
     torch.set_num_threads(1)
@@ -60,6 +60,7 @@ def test_two_processes_take_the_one_process_step(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "state-2" / "trainer_state.json").read_text())["next_epoch"] == 3
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
 def test_train_srm_runs_under_torchrun(tmp_path: Path, model: str) -> None:
     data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=60, n_items=20, length=14))
@@ -90,6 +91,7 @@ def torchrun(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.Compl
     return proc
 
 
+@pytest.mark.torchrun
 def test_thinkrec_training_runs_under_torchrun(tmp_path: Path) -> None:
     """`tandem train thinkrec` (TRL SFTTrainer, LoRA) as two processes: each takes half of every step's examples,
     rank 0 alone writes final/ and the report."""
@@ -115,6 +117,7 @@ def test_thinkrec_training_runs_under_torchrun(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
 
 
+@pytest.mark.torchrun
 def test_adapo_runs_under_torchrun(tmp_path: Path) -> None:
     """`tandem align adapo` (TRL GRPOTrainer) as two processes: both score every rollout, so the adaptive weights and
     β agree; rank 0 alone writes the metrics lines, final/ and the report."""

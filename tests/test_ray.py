@@ -75,12 +75,6 @@ def test_ray_data_lists_equal_the_local_engine_and_a_killed_job_resumes(service_
     assert full["made"] == local["users"]
 
 
-def test_the_engine_flags_need_the_ray_engine(service_store, tmp_path) -> None:
-    proc = candidates(service_store, tmp_path / "c", "--actors", "2")
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "--actors need --engine ray" in err
-
-
 @pytest.fixture(scope="module")
 def cluster():
     import ray
@@ -91,6 +85,30 @@ def cluster():
 
     serve.shutdown()
     ray.shutdown()
+
+
+def test_the_builds_collab_stage_on_ray_makes_the_local_lists(service_store, tmp_path, cluster) -> None:
+    """What `tandem build --engine ray` runs for its collab stage: the same lists and the same fine-tuned SRM (the
+    engine joins the test's local cluster, as it joins one that `ray start` made)."""
+    from pipelines.candidate_cache import EngineOptions
+    from pipelines.collab import train_collab
+    from srm_device.training.config import CollabConfig
+
+    cfg = CollabConfig(n_candidates=10, prefixes_per_user=2, epochs=2, threads=1)
+    reports = {kind: train_collab(service_store / "llm", service_store / "srm", tmp_path / kind, cfg, progress=False,
+                                  engine=EngineOptions(kind, actors=1, batch_size=16))
+               for kind in ("local", "ray")}
+    ref, got = read_cache(tmp_path / "local" / "candidates"), read_cache(tmp_path / "ray" / "candidates")
+    assert set(ref) == set(got) and all(np.array_equal(got[k][0], ref[k][0]) for k in ref)
+    assert reports["ray"]["cache"]["misses"] == reports["local"]["cache"]["misses"] > 0
+    for arm in ("llm", "srm", "collab"):  # the same in-list validation metrics before and after fine-tuning
+        assert reports["ray"]["valid_in_list"][arm] == pytest.approx(reports["local"]["valid_in_list"][arm], abs=1e-6)
+
+
+def test_the_engine_flags_need_the_ray_engine(service_store, tmp_path) -> None:
+    proc = candidates(service_store, tmp_path / "c", "--actors", "2")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--actors need --engine ray" in err
 
 
 def replica_actors(ray) -> list[str]:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import cyclic_sequences, write_atomic
 
 ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
@@ -58,6 +60,7 @@ def test_interrupted_sft_resumes(tmp_path: Path) -> None:
     assert not scratch.exists()  # removed after success
 
 
+@pytest.mark.torchrun
 def test_sft_runs_as_two_processes(tmp_path: Path) -> None:
     """The same script under a 2-process launcher (torchrun's environment, as `accelerate launch` sets it on GPUs):
     on CPU the processes form a gloo group, each takes half of every epoch, and only rank 0 writes the checkpoint."""
