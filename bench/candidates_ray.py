@@ -66,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default=str(default_store() / "llm"), help="LLM checkpoint (default: the default store's)")
     ap.add_argument("--users", type=int, default=943, help="first N ML-100K test histories (default: all 943)")
-    ap.add_argument("--prefixes", type=int, default=5, 
+    ap.add_argument("--prefixes", type=int, default=5,
                     help="lists per user: its history and shorter prefixes (default 5)")
     ap.add_argument("--n", type=int, default=100, help="list length")
     ap.add_argument("--batch-size", type=int, default=32, help="histories per beam-search call")
