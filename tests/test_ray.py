@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is not installed (the [ray] extra; `make test-ray` runs these tests)")
 
-from tests.live import Live, free_port  # noqa: E402
+from tests.live import Live, free_port, serve_process  # noqa: E402
 from tests.test_service import ENV, check_recommendation  # noqa: E402
 
 TANDEM = [sys.executable, "-m", "pipelines.cli.main"]
@@ -193,3 +193,18 @@ def test_serve_answers_as_tandem_serve_and_replaces_a_killed_replica(service_sto
     assert not failures, f"{len(failures)} requests failed in the retry window: {failures[:3]}"
     assert done[0] > 20
     print(f"requests {done[0]}, retried {retried[0]}, replicas {names} -> {replica_actors(cluster)}")
+
+
+def test_tandem_serve_engine_ray_serves_and_stops(service_store, tmp_path) -> None:
+    """The command itself: `tandem serve --engine ray` on a local cluster of its own answers through Serve's proxy,
+    and SIGTERM takes it down."""
+    import httpx
+
+    port = free_port()
+    cmd = [*TANDEM, "serve", "--engine", "ray", "--replicas", "1", "--port", str(port), "--artifacts",
+           str(service_store), "--log-level", "warning"]
+    with serve_process(cmd, port, tmp_path / "serve.log", env=ENV, health="/readyz") as url:
+        r = httpx.post(f"{url}/v1/recommend", json={"user_id": 1, "k": 3}, timeout=60)
+        assert r.status_code == 200 and r.headers["x-tandem-replica"], r.text
+        check_recommendation(r.json(), 3)
+    assert "deploying 1 replica(s)" in (tmp_path / "serve.log").read_text()
