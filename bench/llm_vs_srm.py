@@ -16,7 +16,7 @@ from pathlib import Path
 def main() -> None:
     import torch
 
-    from eval.bootstrap import ndcg_at, paired_bootstrap
+    from eval.bootstrap import format_interval, ndcg_at, paired_bootstrap
     from eval.evaluate import rank_targets
     from eval.llm import ranks_from_lists
     from llm_cloud.backends import load_backend
@@ -48,8 +48,7 @@ def main() -> None:
             srm = ndcg_at(rank_targets(model.full_sort_scores, case, model.config.max_len), 10)  # (u,)
         ci = paired_bootstrap(srm, llm)
         out[name] = {"folder": folder, "test_ndcg@10": float(srm.mean()), "llm_minus_srm": ci}
-        print(f"{name} {folder}: test NDCG@10 {srm.mean():.4f}; LLM − it {ci['delta']:+.4f} "
-              f"[{ci['ci'][0]:+.4f}, {ci['ci'][1]:+.4f}]{' (excludes 0)' if ci['excludes_zero'] else ''}")
+        print(f"{name} {folder}: test NDCG@10 {srm.mean():.4f}; LLM − it {format_interval(ci)}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")

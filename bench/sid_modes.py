@@ -61,7 +61,7 @@ def evaluate(folder: str, n: int, batch_size: int, max_users: int | None = None)
 
 
 def main() -> None:
-    from eval.bootstrap import paired_bootstrap
+    from eval.bootstrap import format_interval, paired_bootstrap
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", action="append", required=True, metavar="NAME=DIR",
@@ -95,8 +95,7 @@ def main() -> None:
             ci = paired_bootstrap(np.array(runs[base][split]["per_user_ndcg@10"]),
                                   np.array(runs[name][split]["per_user_ndcg@10"]))
             out.setdefault("paired_ndcg@10", {}).setdefault(f"{name}-{base}", {})[split] = ci
-            print(f"{name} - {base}, {split} NDCG@10: {ci['delta']:+.4f} [{ci['ci'][0]:+.4f}, {ci['ci'][1]:+.4f}]"
-                  f"{' (excludes 0)' if ci['excludes_zero'] else ''}")
+            print(f"{name} - {base}, {split} NDCG@10: {format_interval(ci)}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -31,3 +31,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 1000, level:
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"delta": float(diff.mean()), "ci": [float(lo), float(hi)], "level": level, "resamples": resamples,
             "users": int(len(diff)), "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def format_interval(result: dict) -> str:
+    """``+0.0034 [-0.0084, +0.0155]`` for a :func:`paired_bootstrap` result, with ``(excludes 0)`` when it does."""
+    lo, hi = result["ci"]
+    return f"{result['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]" + (" (excludes 0)" if result["excludes_zero"] else "")

@@ -148,11 +148,6 @@ class EngineOptions:
 ENGINES = ("local", "ray")
 
 
-def as_engine(engine_or_backend) -> ListEngine:
-    """A list engine as it is; a bare LLM backend wrapped in a :class:`LocalEngine`."""
-    return LocalEngine(engine_or_backend) if hasattr(engine_or_backend, "beam_candidates") else engine_or_backend
-
-
 class CandidateCache:
     """Cached top-``n`` LLM candidate lists under ``folder``; counts ``hits`` and ``misses`` (rows, per process)."""
 
@@ -229,12 +224,11 @@ class CandidateCache:
         atomic_write_bytes(self.folder / f"shard-{uuid.uuid4().hex}.npz", buf.getvalue())
 
     # --- API ------------------------------------------------------------------------------------------------------
-    def lists(self, engine, histories: list[np.ndarray], n: int,
+    def lists(self, engine: ListEngine, histories: list[np.ndarray], n: int,
               progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """ids (u, n) int64 best first and scores (u, n) for ``histories``: cached rows as they are, missing rows made
-        by ``engine`` (a :class:`ListEngine`, or an LLM backend run locally), each chunk it yields saved at once as one
+        by ``engine`` (:class:`LocalEngine` for a backend in this process), each chunk it yields saved at once as one
         shard."""
-        engine = as_engine(engine)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._check_llm(Path(engine.folder))
         rows = self._load()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from eval.device import DeviceEvalConfig, evaluate_device
 from eval.srm import evaluate_checkpoint
 from llm_cloud.paramgen.checkpoint import load_paramgen
-from pipelines.candidate_cache import CandidateCache
+from pipelines.candidate_cache import CandidateCache, EngineOptions
 from pipelines.thresholds import CachedLLMSource, first_users
 from srm_device.training.checkpoint import load_checkpoint, load_srm_with_data
 from tandem.artifacts import Store
@@ -24,14 +24,12 @@ from tandem.data.split import leave_one_out
 
 
 def collab_report(store: Store, max_users: int | None = None, progress: bool | None = None) -> dict:
-    from llm_cloud.backends import load_backend
-
     th = store.read_thresholds()
     base_srm, _, ds = load_srm_with_data(store.srm)
     split = leave_one_out(ds.sequences)
     valid, test = first_users(split.valid, max_users), first_users(split.test, max_users)
     gen, book, _ = load_paramgen(store.paramgen)
-    source = CachedLLMSource(load_backend("transformers", store.llm), CandidateCache(store.collab / "candidates"))
+    source = CachedLLMSource(EngineOptions().make(store.llm), CandidateCache(store.collab / "candidates"))
     cfg = DeviceEvalConfig(n_candidates=th.n_candidates, staleness=th.staleness, recent_k=th.recent_k,
                            fusion=th.fusion)
     runs = {}

@@ -121,7 +121,7 @@ def test_unreadable_candidate_shard_is_deleted_and_its_lists_come_back(setup) ->
     import numpy as np
 
     from llm_cloud.backends import load_backend
-    from pipelines.candidate_cache import CandidateCache
+    from pipelines.candidate_cache import CandidateCache, LocalEngine
 
     tmp, config, env = setup
     store = tmp / "reference"
@@ -132,7 +132,7 @@ def test_unreadable_candidate_shard_is_deleted_and_its_lists_come_back(setup) ->
         n = z["ids"].shape[1]
     backend = load_backend("transformers", store / "llm")
     histories = [np.array([1, 2, 3]), np.array([4, 5])]
-    before = CandidateCache(folder).lists(backend, histories, n)
+    before = CandidateCache(folder).lists(LocalEngine(backend), histories, n)
     new = sorted(set(folder.glob("shard-*.npz")) - set(shards))
     assert new, "the two lists should have been generated and cached"
     new[0].write_bytes(b"PK\x03\x04 not a zip any more")
@@ -140,10 +140,10 @@ def test_unreadable_candidate_shard_is_deleted_and_its_lists_come_back(setup) ->
     assert rebuild.returncode == 0, rebuild.stderr[-3000:]
     assert "deleted 1 unreadable candidate-cache shard" in rebuild.stderr and not new[0].exists()
     cache = CandidateCache(folder)
-    again = cache.lists(backend, histories, n)
+    again = cache.lists(LocalEngine(backend), histories, n)
     assert cache.misses == 2 and np.array_equal(again[0], before[0]) and np.allclose(again[1], before[1])
     bad = folder / "shard-0000.npz"  # a bad shard met by a reader, not by the build's check: deleted, no error
     bad.write_bytes(b"garbage")
     cache = CandidateCache(folder)
-    assert np.array_equal(cache.lists(backend, histories, n)[0], before[0]) and cache.hits == 2
+    assert np.array_equal(cache.lists(LocalEngine(backend), histories, n)[0], before[0]) and cache.hits == 2
     assert not bad.exists()

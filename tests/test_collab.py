@@ -68,25 +68,26 @@ def test_cache_resumes_after_a_kill_and_generates_only_missing_rows(tmp_path: Pa
     cache = CandidateCache(folder)
     ids, scores = cache.lists(LocalEngine(backend, chunk=3), hist, 5)
     assert backend.generated == 6 and (cache.hits, cache.misses) == (6, 6)
-    fresh_ids, fresh_scores = CandidateCache(tmp_path / "other").lists(CountingBackend(llm), hist, 5)
+    fresh_ids, fresh_scores = CandidateCache(tmp_path / "other").lists(LocalEngine(CountingBackend(llm)), hist, 5)
     assert np.array_equal(ids, fresh_ids) and np.array_equal(scores, fresh_scores)
     assert ids.shape == (12, 5) and ids.dtype == np.int64
     again = CountingBackend(llm)
     cache = CandidateCache(folder)
-    ids2, _ = cache.lists(again, hist[::-1], 5)
+    ids2, _ = cache.lists(LocalEngine(again), hist[::-1], 5)
     assert again.generated == 0 and cache.hits == 12 and np.array_equal(ids2, ids[::-1])
-    cache.lists(again, hist[:2], 7)  # another n is another key
+    cache.lists(LocalEngine(again), hist[:2], 7)  # another n is another key
     assert again.generated == 2
 
 
 def test_cache_refuses_lists_of_another_llm(tmp_path: Path) -> None:
     folder = tmp_path / "cache"
-    CandidateCache(folder).lists(CountingBackend(fake_llm(tmp_path / "a", b"weights-1")), [np.array([1, 2])], 3)
+    first = LocalEngine(CountingBackend(fake_llm(tmp_path / "a", b"weights-1")))
+    CandidateCache(folder).lists(first, [np.array([1, 2])], 3)
     other = CountingBackend(fake_llm(tmp_path / "b", b"weights-2"))
     with pytest.raises(TandemError, match="another LLM checkpoint.*delete .* or use another --out"):
-        CandidateCache(folder).lists(other, [np.array([1, 2])], 3)
+        CandidateCache(folder).lists(LocalEngine(other), [np.array([1, 2])], 3)
     moved = CountingBackend(fake_llm(tmp_path / "c", b"weights-1"))  # same model, copied elsewhere: accepted
-    CandidateCache(folder).lists(moved, [np.array([1, 2])], 3)
+    CandidateCache(folder).lists(LocalEngine(moved), [np.array([1, 2])], 3)
 
 
 def tiny_sasrec(n_items: int = 20, seed: int = 0):

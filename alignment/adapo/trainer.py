@@ -28,8 +28,8 @@ from alignment.adapo.config import AdapoConfig
 from alignment.adapo.kl import RewardGapKL
 from alignment.adapo.reward import SUBTASKS, AdaptiveReward
 from alignment.seat.format import self_eval_prompt
-from llm_common.sft_run import last_checkpoint
-from tandem.io import JsonlAppender, atomic_directory, atomic_write_json, atomic_write_text, read_jsonl
+from llm_common.sft_run import train_and_save
+from tandem.io import JsonlAppender, atomic_write_json, atomic_write_text, read_jsonl
 
 METRICS = "metrics.jsonl"
 
@@ -174,24 +174,15 @@ def run_adapo(cfg: AdapoConfig, progress: bool = True, tokenizer: Any = None) ->
     callback = _make_callback(reward, kl, out / METRICS)
     callback.trainer = trainer
     trainer.add_callback(callback)
-    with trainer.accelerator.main_process_first():  # under torchrun the first process drops a half-written one
-        last = last_checkpoint(out)
-    resume = last is not None
-    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    main = trainer.is_world_process_zero()  # under torchrun only the first process writes
-    if main:
-        with atomic_directory(out / "final") as final:  # a crash here leaves the old final/ or none, never half
-            trainer.save_model(str(final))
-            tok.save_pretrained(str(final))
-    trainer.accelerator.wait_for_everyone()
+    run = train_and_save(trainer, out, tok)  # resumes; under torchrun only the first process writes final/
     lines = read_metrics(out / METRICS)
-    summary = {"steps": trainer.state.global_step, "resumed": resume, "beta_final": kl.beta,
-               "weights_final": dict(reward.current), "seconds": result.metrics.get("train_runtime"),
+    summary = {"steps": run["steps"], "resumed": run["resumed"], "beta_final": kl.beta,
+               "weights_final": dict(reward.current), "seconds": run["seconds"],
                "adaptive_reward": cfg.adaptive_reward, "dynamic_kl": cfg.dynamic_kl,
                "metrics": str(out / METRICS), "final": str(out / "final"),
                "last": {k: lines[-1].get(k) for k in ("reward_mean", "answer_accuracy", "self_eval_accuracy",
                                                       "final_accuracy", "malformed_rate")} if lines else {}}
-    if main:
+    if trainer.is_world_process_zero():
         atomic_write_json(out / "adapo_report.json", summary)
     return summary
 
