@@ -117,17 +117,23 @@ def test_refuses_bad_layer_and_other_architectures() -> None:
         pass
 
 
-def test_sft_script_trains_with_rastp(tmp_path: Path) -> None:
+def small_sft_config(tmp_path: Path, extra: str, epochs: int = 1) -> Path:
+    """A tiny-profile SFT config on cyclic data, with the YAML lines ``extra`` added."""
     data = write_atomic(tmp_path / "cyc", cyclic_sequences(n_users=20, n_items=20, length=12))
     cfg = tmp_path / "sft.yaml"
-    cfg.write_text(f"dataset: {data}\nepochs: 1\nbatch_size: 8\nmax_items: 10\nwindow_stride: 5\n"
+    cfg.write_text(f"dataset: {data}\nepochs: {epochs}\nbatch_size: 8\nmax_items: 10\nwindow_stride: 5\n"
                    f"model: {{hidden_size: 64, num_heads: 2, num_kv_heads: 1, num_layers: 2, intermediate_size: 64}}\n"
-                   f"rastp: {{layer: 1, keep: 0.5}}\noutput_dir: {tmp_path / 'unused'}\n")
+                   f"{extra}output_dir: {tmp_path / 'unused'}\n")
+    return cfg
+
+
+def test_sft_script_trains_with_rastp(tmp_path: Path) -> None:
+    cfg = small_sft_config(tmp_path, "rastp: {layer: 1, keep: 0.5}\n")
     out = tmp_path / "ckpt"
     proc = run("llm_cloud.train.sft", "--config", str(cfg), "--out", str(out), home=tmp_path / "home")
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((out / "tandem_llm.json").read_text())
-    assert meta["run_config"]["rastp"] == {"layer": 1, "keep": 0.5} and math.isfinite(meta["train_loss"])
+    assert meta["run_config"]["rastp"] == {"layer": 1, "keep": 0.5, "warmup": 0.0} and math.isfinite(meta["train_loss"])
     from transformers import AutoModelForCausalLM
 
     saved = AutoModelForCausalLM.from_pretrained(out)  # a plain HF model

@@ -28,7 +28,7 @@ packed-sequence detection from ``position_ids`` never triggers). TRL's ``DataCol
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,8 +83,23 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))  # (b,k,*)
 
 
-def pruned_forward(inner: nn.Module, layer: int, keep: float, original: Any) -> Any:
-    """A replacement for ``inner.forward`` (a ``Qwen2Model``/``LlamaModel``) that prunes from ``layer`` on."""
+Chooser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rastp_chooser(keep: float) -> Chooser:
+    """RASTP's choice: ``(received (b,t), hidden (b,t,d), pad (b,t)) -> (b,k)`` the ``ceil(keep * t)`` tokens of
+    highest :func:`importance`, in causal order."""
+    def choose(received: torch.Tensor, hidden: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return select_tokens(importance(received, hidden, pad), math.ceil(keep * hidden.shape[1]))  # (b,k)
+
+    return choose
+
+
+def pruned_forward(inner: nn.Module, layer: int, choose: Chooser, original: Any,
+                   active: Callable[[], bool] = lambda: True) -> Any:
+    """A replacement for ``inner.forward`` (a ``Qwen2Model``/``LlamaModel``) that, in training mode and while
+    ``active()``, runs layers ``>= layer`` on the tokens ``choose`` picks from the attention they received in layers
+    ``< layer`` and their hidden states entering ``layer``."""
     from transformers.masking_utils import create_causal_mask
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -93,7 +108,7 @@ def pruned_forward(inner: nn.Module, layer: int, keep: float, original: Any) -> 
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
                 **kwargs: Any) -> BaseModelOutputWithPast:
         n_layers = inner.config.num_hidden_layers
-        if (not inner.training or past_key_values is not None or layer >= n_layers
+        if (not inner.training or not active() or past_key_values is not None or layer >= n_layers
                 or (attention_mask is not None and attention_mask.dim() != 2)):
             return original(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
@@ -117,8 +132,7 @@ def pruned_forward(inner: nn.Module, layer: int, keep: float, original: Any) -> 
                                                      pad)  # (b,t)
             h = dec(h, attention_mask=mask, position_embeddings=(cos, sin), position_ids=position_ids,
                     **kwargs)  # (b,t,d)
-        k = math.ceil(keep * t)
-        idx = select_tokens(importance(received, h.detach(), pad), k)  # (b,k)
+        idx = choose(received, h.detach(), pad)  # (b,k) increasing
         hk = _gather(h, idx)  # (b,k,d)
         pos_k = torch.gather(position_ids, 1, idx)  # (b,k)
         pad_k = torch.gather(pad, 1, idx)  # (b,k)
@@ -148,24 +162,20 @@ def _inner_model(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def rastp_pruning(model: nn.Module, options: Any) -> Iterator[nn.Module]:
-    """Within the block, training-mode forwards of ``model`` prune tokens from ``options.layer`` keeping
-    ``options.keep`` of them; the inner model's forward is restored on exit, also after an exception.
-
-    ``options`` has ``layer`` (int >= 1, < the number of decoder layers) and ``keep`` (0 < keep <= 1), e.g.
-    :class:`llm_cloud.train.sft_config.RASTPOptions`.
-    """
+def token_pruning(model: nn.Module, layer: int, choose: Chooser,
+                  active: Callable[[], bool] = lambda: True) -> Iterator[nn.Module]:
+    """Within the block, training-mode forwards of ``model`` (while ``active()``) run decoder layers ``>= layer`` on
+    the tokens ``choose`` picks (:func:`pruned_forward`); the inner model's forward is restored on exit, also after an
+    exception. Shared by RASTP (:func:`rastp_pruning`) and STAMP's semantic adaptive pruning
+    (:mod:`llm_cloud.generative.stamp`)."""
     inner = _inner_model(model)
-    layer, keep = int(options.layer), float(options.keep)
     n_layers = inner.config.num_hidden_layers
     if not 1 <= layer < n_layers:
-        raise ValueError(f"rastp.layer {layer} must be between 1 and num_layers - 1 = {n_layers - 1} (the model has "
-                         f"{n_layers} decoder layers); lower rastp.layer or raise model.num_layers")
-    if not 0 < keep <= 1:
-        raise ValueError(f"rastp.keep {keep} must be in (0, 1]")
+        raise ValueError(f"pruning layer {layer} must be between 1 and num_layers - 1 = {n_layers - 1} (the model has "
+                         f"{n_layers} decoder layers); lower the pruning layer or raise model.num_layers")
     had_own = "forward" in inner.__dict__
     saved = inner.__dict__.get("forward")
-    inner.forward = pruned_forward(inner, layer, keep, inner.forward)
+    inner.forward = pruned_forward(inner, layer, choose, inner.forward, active)
     try:
         yield model
     finally:
@@ -173,3 +183,16 @@ def rastp_pruning(model: nn.Module, options: Any) -> Iterator[nn.Module]:
             inner.forward = saved
         else:
             del inner.forward
+
+
+def rastp_pruning(model: nn.Module, options: Any, active: Callable[[], bool] = lambda: True):
+    """Within the block, training-mode forwards of ``model`` prune tokens from ``options.layer`` keeping
+    ``options.keep`` of them (while ``active()``, e.g. after a warm-up).
+
+    ``options`` has ``layer`` (int >= 1, < the number of decoder layers) and ``keep`` (0 < keep <= 1), e.g.
+    :class:`llm_cloud.train.sft_config.RASTPOptions`.
+    """
+    keep = float(options.keep)
+    if not 0 < keep <= 1:
+        raise ValueError(f"rastp.keep {keep} must be in (0, 1]")
+    return token_pruning(model, int(options.layer), rastp_chooser(keep), active)

@@ -17,7 +17,6 @@ import json
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from llm_cloud.train.sft_config import SFTRunConfig, load_sft_config
@@ -89,23 +88,6 @@ def _has_accelerator() -> bool:
         torch.backends.mps.is_available()
 
 
-def _plain_loss_trainer(sft_trainer: type) -> type:
-    """SFTTrainer with transformers' own loss (labels through the model's forward).
-
-    TRL 1.16 computes the loss through a fused LM head that reads ``lm_head.weight`` and ``lm_head.bias`` itself. With
-    PEFT's trainable tokens on a tied head (the smollm profile) that head is a wrapper whose trained rows live outside
-    ``weight``, so the fused path fails (no ``bias``) and would miss the trained rows anyway.
-    """
-    from transformers import Trainer
-
-    class PlainLossSFTTrainer(sft_trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-
-    return PlainLossSFTTrainer
-
-
 def training_sequences(train: list, max_users: int | None, max_items: int | None) -> list:
     """The first ``max_users`` users' training sequences, each cut to its last ``max_items`` items (None: all)."""
     return [seq[-max_items:] if max_items else seq for seq in train[:max_users]]
@@ -151,7 +133,9 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False,
 
     from llm_cloud.generative.checkpoint import item_counts, write_extras
     from llm_cloud.generative.examples import lm_examples
+    from llm_cloud.generative.stamp import detach_heads
     from llm_cloud.semantic_ids.cache import resolve_codes
+    from llm_cloud.train import sft_extras
     from tandem import __version__
     from tandem.data.options import load_dataset
     from tandem.data.split import leave_one_out
@@ -175,22 +159,21 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False,
                                            "data_fingerprint": ds.fingerprint()}, overwrite)
     args = SFTConfig(
         output_dir=str(scratch), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+        label_smoothing_factor=cfg.label_smoothing,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         per_device_train_batch_size=cfg.batch_size, use_cpu=use_cpu, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
         max_length=n_positions, packing=False, padding_free=False,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=1,
         eval_strategy="no", report_to="none", logging_steps=50,
     )
-    trainer_cls = SFTTrainer if profile.fused_loss else _plain_loss_trainer(SFTTrainer)
+    prune, prune_callbacks = sft_extras.pruning(cfg, model, fmt)
+    trainer_cls = sft_extras.trainer_class(cfg, SFTTrainer, profile.fused_loss, model, fmt)
+    callbacks = prune_callbacks + ([threads_from_file(threads_file)] if threads_file else [])
     trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                          callbacks=[threads_from_file(threads_file)] if threads_file else None)
-    pruning = nullcontext()
-    if cfg.rastp is not None:
-        from llm_cloud.generative.rastp import rastp_pruning
-
-        pruning = rastp_pruning(model, cfg.rastp)
+                          callbacks=callbacks or None)
     start = time.perf_counter()
-    with pruning:
+    with prune:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():
@@ -202,8 +185,10 @@ def run_sft(cfg: SFTRunConfig, out: str | Path, overwrite: bool = False,
             "train_seconds": seconds, "train_loss": result.training_loss, "train_steps": result.global_step,
             "resumed_from": resume.name if resume else None, "tandem_version": __version__,
         }
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        detach_heads(trained)  # STAMP's auxiliary heads are for training only
         with atomic_directory(out) as tmp:
-            profile.save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp)
+            profile.save(trained, tokenizer, tmp)
             write_extras(tmp, codes, meta, fmt, item_counts(split.train, ds.n_items))
         shutil.rmtree(scratch, ignore_errors=True)
         print(f"trained {len(train)} windows for {cfg.epochs:g} epochs in {seconds:.0f} s, loss "

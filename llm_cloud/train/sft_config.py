@@ -20,6 +20,21 @@ class RASTPOptions(BaseModel):
 
     layer: int = Field(1, ge=1, description="prune before this decoder layer (0-based); earlier layers see all tokens")
     keep: float = Field(0.5, gt=0, le=1, description="fraction of input tokens kept from `layer` on")
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of the training steps run unpruned first")
+
+
+class STAMPOptions(BaseModel):
+    """STAMP while training (arXiv 2604.05329): semantic adaptive pruning and multi-step auxiliary prediction; see
+    :mod:`llm_cloud.generative.stamp`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: int = Field(1, ge=1, description="SAP: prune before this decoder layer (0-based)")
+    keep: float = Field(0.5, gt=0, le=1, description="SAP: fraction of the longest real window kept from `layer` on "
+                        "(1: no pruning, auxiliary prediction only)")
+    warmup: float = Field(0.0, ge=0, lt=1, description="SAP: fraction of the training steps run unpruned first")
+    steps: int = Field(1, ge=0, description="MAP: items beyond the next one each position also predicts (0: off)")
+    weight: float = Field(0.5, ge=0, description="MAP: weight of the mean auxiliary loss")
 
 
 class LoRAOptions(BaseModel):
@@ -57,14 +72,24 @@ class SFTRunConfig(BaseModel):
                                         "sequence; null: all")
     rastp: RASTPOptions | None = Field(None, description="RASTP token pruning during training (tiny profile); "
                                        "null: off")
+    stamp: STAMPOptions | None = Field(None, description="STAMP pruning and auxiliary prediction during training "
+                                       "(tiny profile); null: off")
     max_items: int = Field(50, ge=1, description="items of history the model sees (prompt length)")
     window_stride: int = Field(10, ge=1, description="items by which training windows over long sequences advance")
     epochs: float = Field(10, gt=0, description="training epochs")
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, linear decay)")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="decay after the warm-up: linear or cosine to zero, or constant")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of steps with a linear warm-up "
                                 "(passed as a float warmup_steps, which transformers 5 reads as a ratio)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     batch_size: int = Field(32, ge=1, description="sequences per device per step")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the next-token loss (0: off); "
+                                   "computed from the full logits, without TRL's fused LM-head loss")
+    fused_loss: bool = Field(True, description="TRL's fused LM-head loss, which never holds all the logits (saves "
+                             "memory on GPUs); false: transformers' plain loss, faster for the tiny profile on CPU")
+    group_by_length: bool = Field(False, description="batch windows of similar length together (random groups of "
+                                  "50 batches sorted by length), so that steps carry almost no padding")
     save_steps: int = Field(200, ge=0, description="save the trainer state every N steps beside the output "
                             "(.<out>.trainer) so that an interrupted run resumes; 0: never")
     bf16: bool = Field(False, description="train in bfloat16 mixed precision (needs hardware support)")
@@ -92,14 +117,18 @@ class SFTRunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _rastp_fits(self) -> SFTRunConfig:
-        if self.rastp is None:
-            return self
-        if self.profile != "tiny":
-            raise ValueError(f"rastp pruning is for the tiny profile, not {self.profile!r}; remove `rastp:`")
-        if self.rastp.layer >= self.model.num_layers:
-            raise ValueError(f"rastp.layer {self.rastp.layer} must be below model.num_layers {self.model.num_layers} "
-                             f"(it prunes before that layer); lower rastp.layer or raise model.num_layers")
+    def _pruning_fits(self) -> SFTRunConfig:
+        if self.rastp is not None and self.stamp is not None:
+            raise ValueError("rastp and stamp both prune tokens; keep one of `rastp:` and `stamp:`")
+        for key, opts in (("rastp", self.rastp), ("stamp", self.stamp)):
+            if opts is None:
+                continue
+            if self.profile != "tiny":
+                raise ValueError(f"{key} is for the tiny profile, not {self.profile!r}; remove `{key}:`")
+            prunes = key == "rastp" or opts.keep < 1
+            if prunes and opts.layer >= self.model.num_layers:
+                raise ValueError(f"{key}.layer {opts.layer} must be below model.num_layers {self.model.num_layers} "
+                                 f"(it prunes before that layer); lower {key}.layer or raise model.num_layers")
         return self
 
     @property
