@@ -22,6 +22,7 @@ ARMS: dict[str, dict] = {
     "unpruned": {},
     "rastp_keep0.3": {"rastp": {"layer": 1, "keep": 0.3}},
     "rastp_keep0.3_warmup0.3": {"rastp": {"layer": 1, "keep": 0.3, "warmup": 0.3}},
+    "rastp_keep0.2_warmup0.3": {"rastp": {"layer": 1, "keep": 0.2, "warmup": 0.3}},
     "stamp_map_only": {"stamp": {"keep": 1.0, "steps": 1, "weight": 0.5}},
     "stamp_keep0.3": {"stamp": {"layer": 1, "keep": 0.3, "steps": 1, "weight": 0.5}},
     "stamp_keep0.3_warmup0.3": {"stamp": {"layer": 1, "keep": 0.3, "steps": 1, "weight": 0.5, "warmup": 0.3}},
