@@ -9,7 +9,6 @@ LLM − SRM. Everything was chosen on validation before; this reads the test spl
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -20,6 +19,7 @@ def main() -> None:
     from eval.evaluate import rank_targets
     from eval.llm import ranks_from_lists
     from llm_cloud.backends import load_backend
+    from pipelines.cli.common import write_json
     from srm_device.training.checkpoint import load_srm_with_data
     from tandem.data.options import DatasetOptions, load_dataset
     from tandem.data.split import leave_one_out
@@ -49,9 +49,7 @@ def main() -> None:
         ci = paired_bootstrap(srm, llm)
         out[name] = {"folder": folder, "test_ndcg@10": float(srm.mean()), "llm_minus_srm": ci}
         print(f"{name} {folder}: test NDCG@10 {srm.mean():.4f}; LLM − it {format_interval(ci)}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

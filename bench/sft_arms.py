@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tandem.io import atomic_output, atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "pipelines" / "configs" / "sft_tiny.yaml"
 
@@ -68,10 +70,10 @@ def train_arm(name: str, overrides: dict, work: Path, threads: int) -> dict:
     cfg = arm_config(overrides, out)
     path = work / f"{name}.yaml"
     done = work / f"{name}.train.json"
-    if done.is_file() and same_run(json.loads(done.read_text()).get("config"), cfg) and \
-            (out / "tandem_llm.json").is_file():
+    earlier = json.loads(done.read_text()) if done.is_file() else None
+    if earlier and same_run(earlier.get("config"), cfg) and (out / "tandem_llm.json").is_file():
         print(f"[{name}] reusing {out}", file=sys.stderr, flush=True)
-        return json.loads(done.read_text())
+        return earlier
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"[{name}] training {overrides} ...", file=sys.stderr, flush=True)
     proc = run_child(["-m", "llm_cloud.train.sft", "--config", str(path), "--out", str(out), "--overwrite"], threads)
@@ -79,7 +81,7 @@ def train_arm(name: str, overrides: dict, work: Path, threads: int) -> dict:
     record = {"config": cfg, "overrides": overrides, "train_seconds": meta["train_seconds"],
               "train_loss": meta["train_loss"], "train_steps": meta["train_steps"], **{
                   f"process_{k}": v for k, v in proc.items()}}
-    done.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(done, record)  # a killed bench leaves no half-written record to reuse
     print(f"[{name}] {meta['train_seconds']:.0f} s, loss {meta['train_loss']:.4f}, peak RSS "
           f"{proc['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
     return record
@@ -118,7 +120,8 @@ def run_arms(arms: dict[str, dict], work: Path, threads: int) -> dict[str, dict]
             scores = dict(np.load(cache))
         else:
             scores = ndcg_by_split(work / name, threads)
-            np.savez(cache, **scores)
+            with atomic_output(cache) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **scores)
         record["_valid"], record["_test"] = scores["valid"], scores["test"]
         record["valid_ndcg@10"], record["test_ndcg@10"] = float(scores["valid"].mean()), float(scores["test"].mean())
         print(f"[{name}] valid NDCG@10 {record['valid_ndcg@10']:.4f}, test {record['test_ndcg@10']:.4f}",
@@ -157,10 +160,3 @@ def selected_arms(ap: argparse.ArgumentParser, args: argparse.Namespace, arms: d
         out[name] = over
     return out
 
-
-def write_json(path: str | None, body: dict) -> None:
-    """Write ``body`` to ``path`` (nothing when None)."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(body, indent=2) + "\n")
-        print(f"wrote {path}")

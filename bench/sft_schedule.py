@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.sft_arms import arm_parser, public, run_arms, selected_arms, write_json
+from bench.sft_arms import arm_parser, public, run_arms, selected_arms
+from pipelines.cli.common import write_json
 
 # The schedule sft_tiny.yaml had before this bench chose a new one: every arm states its settings against it, so
 # the arms stay the same runs whatever the packaged config says now.

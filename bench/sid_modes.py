@@ -13,9 +13,7 @@ bootstrap over users of NDCG@10, each other checkpoint against the first.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -62,6 +60,7 @@ def evaluate(folder: str, n: int, batch_size: int, max_users: int | None = None)
 
 def main() -> None:
     from eval.bootstrap import format_interval, paired_bootstrap
+    from pipelines.cli.common import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", action="append", required=True, metavar="NAME=DIR",
@@ -96,9 +95,7 @@ def main() -> None:
                                   np.array(runs[name][split]["per_user_ndcg@10"]))
             out.setdefault("paired_ndcg@10", {}).setdefault(f"{name}-{base}", {})[split] = ci
             print(f"{name} - {base}, {split} NDCG@10: {format_interval(ci)}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.sft_arms import arm_parser, public, run_arms, selected_arms, write_json
+from bench.sft_arms import arm_parser, public, run_arms, selected_arms
+from pipelines.cli.common import write_json
 
 TIME_TARGET, NDCG_TARGET = 20.0, -2.0  # % trainer time saved at least, % test NDCG@10 change at least
 ARMS: dict[str, dict] = {

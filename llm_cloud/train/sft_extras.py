@@ -34,19 +34,17 @@ class PruningGate:
 
 def pruning(cfg: SFTRunConfig, model, fmt) -> tuple[AbstractContextManager, list]:
     """The context that prunes tokens during ``trainer.train`` and the callbacks it needs (none when off)."""
+    from llm_cloud.generative.rastp import rastp_chooser, token_pruning
+    from llm_cloud.generative.stamp import sap_chooser
+
     if cfg.rastp is not None:
-        from llm_cloud.generative.rastp import rastp_pruning
-
-        gate = PruningGate(cfg.rastp.warmup)
-        return rastp_pruning(model, cfg.rastp, gate), [gate.callback()]
-    if cfg.stamp is not None and cfg.stamp.keep < 1:
-        from llm_cloud.generative.rastp import token_pruning
-        from llm_cloud.generative.stamp import sap_chooser
-
-        gate = PruningGate(cfg.stamp.warmup)
-        choose = sap_chooser(cfg.stamp.keep, fmt.codec.width, len(fmt.prefix))
-        return token_pruning(model, cfg.stamp.layer, choose, gate), [gate.callback()]
-    return nullcontext(), []
+        opts, choose = cfg.rastp, rastp_chooser(cfg.rastp.keep)
+    elif cfg.stamp is not None and cfg.stamp.keep < 1:
+        opts, choose = cfg.stamp, sap_chooser(cfg.stamp.keep, fmt.codec.width, len(fmt.prefix))
+    else:
+        return nullcontext(), []
+    gate = PruningGate(opts.warmup)
+    return token_pruning(model, opts.layer, choose, gate), [gate.callback()]
 
 
 def trainer_class(cfg: SFTRunConfig, sft_trainer: type, fused_loss: bool, model, fmt) -> type:
